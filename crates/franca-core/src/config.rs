@@ -1,0 +1,255 @@
+//! The one TOML configuration file. Every table refuses unknown keys (`deny_unknown_fields`) so a
+//! typo is an error that names the key, not a silently ignored setting. `franca.example.toml` at
+//! the repository root documents every key and a test parses it.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub tls: TlsConfig,
+    pub listen: ListenConfig,
+    pub limits: LimitsConfig,
+    pub modules: ModulesConfig,
+    pub offline: OfflineConfig,
+    pub registration: RegistrationConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The XMPP domains served by this server.
+    pub domains: Vec<String>,
+    /// Where the SQLite database, the self-signed certificate and other state live.
+    pub data_dir: PathBuf,
+    /// Allow c2s authentication without TLS (benchmarks on loopback only; never in production).
+    pub allow_plaintext: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            domains: vec!["localhost".into()],
+            data_dir: PathBuf::from("franca-data"),
+            allow_plaintext: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH` or `postgres://user:pass@host:port/db`. Default: SQLite in `data_dir`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. When both `cert` and `key` are omitted a self-signed certificate
+    /// for the served domains is generated in `data_dir` on first start and reused after.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// c2s with STARTTLS (RFC 6120 §5).
+    pub c2s: Vec<String>,
+    /// c2s with direct TLS (XEP-0368).
+    pub c2s_tls: Vec<String>,
+    /// HTTP: health and Prometheus metrics.
+    pub http: Vec<String>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            c2s: vec!["[::]:5222".into()],
+            c2s_tls: vec!["[::]:5223".into()],
+            http: vec!["[::]:5280".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest stanza accepted, in bytes (RFC 6120 §13.12).
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting inside a stanza.
+    pub max_depth: usize,
+    /// Most attributes on one element.
+    pub max_attributes: usize,
+    /// Sustained read rate per connection, bytes per second (token bucket).
+    pub read_rate_bytes: u32,
+    /// Burst allowance of the read-rate bucket, bytes.
+    pub read_burst_bytes: u32,
+    /// Simultaneous connections from one IP address.
+    pub max_connections_per_ip: u32,
+    /// Failed logins from one IP, or against one account, before a temporary lock-out.
+    pub max_failed_logins: u32,
+    /// Length of the lock-out, seconds.
+    pub lockout_seconds: u64,
+    /// Seconds to complete stream negotiation (TLS, SASL, bind).
+    pub negotiation_timeout_seconds: u64,
+    /// Seconds of silence after which the server pings (whitespace) and then closes.
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 64,
+            max_attributes: 64,
+            read_rate_bytes: 64 * 1024,
+            read_burst_bytes: 512 * 1024,
+            max_connections_per_ip: 100,
+            max_failed_logins: 5,
+            lockout_seconds: 300,
+            negotiation_timeout_seconds: 60,
+            idle_timeout_seconds: 600,
+        }
+    }
+}
+
+/// Which feature modules are loaded. A module that is off registers nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModulesConfig {
+    pub disco: bool,
+    pub ping: bool,
+    pub time: bool,
+    pub version: bool,
+    pub last: bool,
+    pub vcard: bool,
+    pub blocking: bool,
+    pub carbons: bool,
+    pub offline: bool,
+}
+
+impl Default for ModulesConfig {
+    fn default() -> Self {
+        ModulesConfig {
+            disco: true,
+            ping: true,
+            time: true,
+            version: false,
+            last: true,
+            vcard: true,
+            blocking: true,
+            carbons: true,
+            offline: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    /// Messages kept per user; more are bounced with `resource-constraint`.
+    pub max_per_user: u32,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig { max_per_user: 1000 }
+    }
+}
+
+/// XEP-0077 in-band registration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    pub enabled: bool,
+    /// Accounts one IP address may register per `window_seconds`.
+    pub max_per_ip: u32,
+    pub window_seconds: u64,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            enabled: false,
+            max_per_ip: 1,
+            window_seconds: 600,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.domains.is_empty() {
+            return Err(ConfigError::Invalid("server.domains is empty".into()));
+        }
+        for d in &self.server.domains {
+            let normalised = jid::BareJid::new(d).ok().filter(|j| j.node().is_none());
+            if normalised.as_ref().map(|j| j.domain().as_str()) != Some(d.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "server.domains: {d:?} is not a normalised domain name"
+                )));
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key must be given together".into(),
+            ));
+        }
+        if self.limits.max_depth == 0 || self.limits.max_stanza_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits.max_depth must be > 0 and limits.max_stanza_bytes >= 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The storage URL, defaulting to SQLite inside `data_dir`.
+    pub fn storage_url(&self) -> String {
+        match &self.storage.url {
+            Some(u) => u.clone(),
+            None => format!(
+                "sqlite://{}",
+                self.server.data_dir.join("franca.db").display()
+            ),
+        }
+    }
+
+    pub fn serves(&self, domain: &str) -> bool {
+        self.server.domains.iter().any(|d| d == domain)
+    }
+}

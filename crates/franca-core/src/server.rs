@@ -1,0 +1,103 @@
+//! The shared server context: configuration, storage, the session registry and the loaded
+//! modules. Everything that handles a stanza gets an `Arc<Server>`.
+
+use crate::config::Config;
+use crate::module::{Modules, SessionEvent};
+use crate::session::{Bound, Session, Sessions};
+use franca_store::Store;
+use jid::{BareJid, FullJid};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Server {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub sessions: Sessions,
+    pub modules: Modules,
+    pub started: Instant,
+}
+
+impl Server {
+    pub fn new(config: Config, store: Arc<dyn Store>, modules: Modules) -> Arc<Server> {
+        Arc::new(Server {
+            config,
+            store,
+            sessions: Sessions::new(),
+            modules,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn serves(&self, domain: &str) -> bool {
+        self.config.serves(domain)
+    }
+
+    /// Whether `user` has an account here. Online accounts answer from memory, so routing to a
+    /// connected user never waits on storage.
+    pub async fn account_exists(&self, user: &BareJid) -> bool {
+        if user.node().is_none() || !self.serves(user.domain().as_str()) {
+            return false;
+        }
+        if !self.sessions.resources(user).is_empty() {
+            return true;
+        }
+        match self.store.user_exists(user.as_str()).await {
+            Ok(exists) => exists,
+            Err(e) => {
+                tracing::error!(%user, "storage error checking account: {e}");
+                false
+            }
+        }
+    }
+
+    /// Bind a resource and tell the modules.
+    pub async fn bind(self: &Arc<Self>, jid: FullJid) -> Bound {
+        let bound = self.sessions.bind(jid);
+        metrics::gauge!("franca_c2s_sessions").increment(1.0);
+        if let Some(old) = &bound.replaced {
+            self.session_closed(old).await;
+        }
+        self.emit(&SessionEvent::Bound(bound.session.clone())).await;
+        bound
+    }
+
+    /// Tell every module about a session event.
+    pub async fn emit(self: &Arc<Self>, event: &SessionEvent) {
+        for m in self.modules.iter() {
+            m.session_event(self, event).await;
+        }
+    }
+
+    /// A session ended: unbind it and let modules send unavailable presence and clean up.
+    /// Safe to call twice for the same session (the second call finds nothing to do).
+    pub async fn session_closed(self: &Arc<Self>, session: &Arc<Session>) {
+        let was_bound = self.sessions.get(&session.jid).is_some_and(|s| s.id == session.id);
+        self.sessions.unbind(session);
+        if !was_bound {
+            return;
+        }
+        metrics::gauge!("franca_c2s_sessions").decrement(1.0);
+        self.emit(&SessionEvent::Closed(session.clone())).await;
+    }
+
+    /// Delete an account: its data, then its sessions (told `<not-authorized/>`), then modules.
+    pub async fn remove_user(self: &Arc<Self>, user: &BareJid) -> franca_store::Result<()> {
+        self.store.remove_user(user.as_str()).await?;
+        self.kick_user(user, "account removed").await;
+        for m in self.modules.iter() {
+            m.user_removed(self, user).await;
+        }
+        Ok(())
+    }
+
+    /// End every session of `user` (account removed or disabled by an administrator).
+    pub async fn kick_user(self: &Arc<Self>, user: &BareJid, why: &str) {
+        for s in self.sessions.resources(user) {
+            s.close(
+                franca_proto::errors::StreamError::NotAuthorized,
+                Some(why.to_owned()),
+            );
+            self.session_closed(&s).await;
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The session registry: which resources of which account are connected to this node, and the
+//! per-session state the IM modules need (presence, priority, roster interest, carbons).
+//!
+//! A session is reached only through its outbound queue; the transport task that owns the socket
+//! drains it. Modules and the router never touch sockets (DESIGN §5).
+
+use franca_proto::errors::StreamError;
+use franca_xml::Element;
+use jid::{BareJid, FullJid};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use tokio::sync::mpsc;
+
+/// Depth of a session's outbound queue. A reader slower than this is disconnected rather than
+/// letting the server's memory grow without bound; what it could not take is handled as
+/// undeliverable (offline storage or an error bounce), never dropped silently.
+pub const OUTBOUND_QUEUE: usize = 2048;
+
+/// What the router hands to a session's writer.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A serialised stanza, shared by every recipient of the same bytes.
+    Xml(Arc<str>),
+    /// Close the stream with this error.
+    Close(StreamError, Option<String>),
+}
+
+/// RFC 6121 presence state of one session.
+#[derive(Debug, Default)]
+pub struct PresenceState {
+    /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
+    pub available: bool,
+    pub priority: i8,
+    /// Requested the roster: receives roster pushes and subscription requests (§2.1.6).
+    pub interested: bool,
+    /// The last available presence broadcast, answered to probes.
+    pub last: Option<Element>,
+    /// Full or bare JIDs that received directed presence (§4.6), told when we go offline.
+    pub directed: HashSet<String>,
+    /// XEP-0280 carbons enabled.
+    pub carbons: bool,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    pub jid: FullJid,
+    tx: mpsc::Sender<Outbound>,
+    presence: Mutex<PresenceState>,
+}
+
+impl Session {
+    pub fn bare(&self) -> BareJid {
+        self.jid.to_bare()
+    }
+
+    pub fn presence(&self) -> MutexGuard<'_, PresenceState> {
+        // A poisoned lock means a panic elsewhere already; the state is still usable.
+        self.presence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue serialised bytes. Returns false when the session is gone or too slow.
+    pub fn send_xml(&self, xml: Arc<str>) -> bool {
+        match self.tx.try_send(Outbound::Xml(xml)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(jid = %self.jid, "outbound queue full; closing slow session");
+                let _ = self.tx.try_send(Outbound::Close(
+                    StreamError::PolicyViolation,
+                    Some("too slow reading".into()),
+                ));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn send(&self, stanza: &Element) -> bool {
+        self.send_xml(serialise(stanza))
+    }
+
+    /// Ask the session's task to close the stream with `error`.
+    pub fn close(&self, error: StreamError, text: Option<String>) {
+        // Close must get through even when the queue is full, so it waits on a spawned task.
+        let tx = self.tx.clone();
+        if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(Outbound::Close(error, text))
+        {
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Serialise a stanza the way it appears inside a `jabber:client` stream.
+pub fn serialise(stanza: &Element) -> Arc<str> {
+    Arc::from(stanza.to_xml_in(franca_proto::ns::NS_CLIENT))
+}
+
+type Shard = RwLock<HashMap<BareJid, Vec<Arc<Session>>>>;
+
+/// Sharded map from bare JID to the account's sessions: lookups on the routing path take one
+/// read lock on one shard, so senders on different accounts do not contend.
+pub struct Sessions {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    next_id: AtomicU64,
+}
+
+/// The result of binding a resource.
+pub struct Bound {
+    pub session: Arc<Session>,
+    pub rx: mpsc::Receiver<Outbound>,
+    /// A session that had the same full JID and was replaced (it is told `<conflict/>`).
+    pub replaced: Option<Arc<Session>>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::new()
+    }
+}
+
+impl Sessions {
+    pub fn new() -> Sessions {
+        let shards = (0..64).map(|_| RwLock::new(HashMap::new())).collect();
+        Sessions {
+            shards,
+            hasher: RandomState::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn shard(&self, bare: &BareJid) -> &Shard {
+        let mut h = self.hasher.build_hasher();
+        bare.hash(&mut h);
+        // Truncation is fine: only the low bits choose the shard.
+        let i = (h.finish() as usize) % self.shards.len();
+        &self.shards[i]
+    }
+
+    /// Bind `jid`. RFC 6120 §7.7.2.2: when the full JID is taken, the older session is replaced
+    /// (the behaviour of Prosody and ejabberd), and told `<conflict/>`.
+    pub fn bind(&self, jid: FullJid) -> Bound {
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let session = Arc::new(Session {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            jid,
+            tx,
+            presence: Mutex::new(PresenceState::default()),
+        });
+        let bare = session.bare();
+        let mut map = self.shard(&bare).write().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(bare).or_default();
+        let replaced = list
+            .iter()
+            .position(|s| s.jid == session.jid)
+            .map(|i| list.swap_remove(i));
+        list.push(session.clone());
+        drop(map);
+        if let Some(old) = &replaced {
+            old.close(
+                StreamError::Conflict,
+                Some("replaced by a new session".into()),
+            );
+        }
+        Bound {
+            session,
+            rx,
+            replaced,
+        }
+    }
+
+    /// Whether `jid` is bound right now.
+    pub fn is_bound(&self, jid: &FullJid) -> bool {
+        self.get(jid).is_some()
+    }
+
+    pub fn unbind(&self, session: &Session) {
+        let bare = session.bare();
+        let mut map = self.shard(&bare).write().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = map.get_mut(&bare) {
+            list.retain(|s| s.id != session.id);
+            if list.is_empty() {
+                map.remove(&bare);
+            }
+        }
+    }
+
+    pub fn get(&self, jid: &FullJid) -> Option<Arc<Session>> {
+        let bare = jid.to_bare();
+        let map = self.shard(&bare).read().unwrap_or_else(|e| e.into_inner());
+        map.get(&bare)?.iter().find(|s| s.jid == *jid).cloned()
+    }
+
+    /// Every session of an account.
+    pub fn resources(&self, bare: &BareJid) -> Vec<Arc<Session>> {
+        let map = self.shard(bare).read().unwrap_or_else(|e| e.into_inner());
+        map.get(bare).cloned().unwrap_or_default()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let map = shard.read().unwrap_or_else(|e| e.into_inner());
+            out.extend(map.values().flatten().cloned());
+        }
+        out
+    }
+
+    pub fn count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}

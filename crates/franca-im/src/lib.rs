@@ -1,0 +1,58 @@
+//! The core IM feature modules of RFC 6121 and the XEPs every client expects: roster and
+//! presence with the full subscription state machine, offline messages, carbons, blocking,
+//! vCard, last activity, ping, time, version, service discovery and in-band registration. Each
+//! is a [`franca_core::Module`]; [`load`] registers the ones the configuration turns on.
+
+pub mod blocking;
+pub mod carbons;
+pub mod disco;
+pub mod last;
+pub mod offline;
+pub mod ping;
+pub mod presence;
+pub mod register;
+pub mod roster;
+pub mod time;
+pub mod vcard;
+pub mod version;
+
+use franca_core::{Config, Modules};
+use std::sync::Arc;
+
+/// The modules the configuration enables, in hook order: filters that can refuse a stanza
+/// (blocking) run before those that act on it.
+pub fn load(config: &Config) -> Modules {
+    let on = &config.modules;
+    let mut modules = Modules::new();
+    if on.blocking {
+        modules.load(Arc::new(blocking::Blocking));
+    }
+    modules.load(Arc::new(roster::Roster));
+    modules.load(Arc::new(presence::Presence));
+    if on.carbons {
+        modules.load(Arc::new(carbons::Carbons));
+    }
+    if on.offline {
+        modules.load(Arc::new(offline::Offline));
+    }
+    if on.vcard {
+        modules.load(Arc::new(vcard::VCard));
+    }
+    if on.last {
+        modules.load(Arc::new(last::Last));
+    }
+    if on.ping {
+        modules.load(Arc::new(ping::Ping));
+    }
+    if on.time {
+        modules.load(Arc::new(time::Time));
+    }
+    if on.version {
+        modules.load(Arc::new(version::Version));
+    }
+    modules.load(Arc::new(register::Register::new(config)));
+    if on.disco {
+        modules.load(Arc::new(disco::Disco));
+    }
+    modules
+}

@@ -1,0 +1,443 @@
+//! The c2s transport task: one per TCP connection. It owns the socket, feeds bytes to the
+//! sans-IO [`C2sStream`], performs what the stream asks for (TLS upgrade, credential lookups,
+//! resource binding), hands stanzas to the router and drains the session's outbound queue.
+//!
+//! Memory per idle session is the scale limit (DESIGN §6), so the read buffer is allocated only
+//! while bytes are being processed and released when the stream holds no partial stanza: an
+//! idle connection waits on socket readiness with no buffer at all.
+
+use crate::limits::{ConnectionGuard, LoginLimiter, ReadRate};
+use crate::tls::{Tls, channel_binding};
+use franca_core::{Outbound, Server, Session};
+use franca_proto::c2s::{Action, C2sConfig, C2sStream};
+use franca_proto::errors::StreamError;
+use franca_proto::sasl::{ScramHash, ScramKeys};
+use franca_xml::Element;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use jid::BareJid;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+
+/// Answers IQs sent before authentication (XEP-0077 registration lives in a module crate that
+/// this transport must not depend on).
+pub type PreAuthHandler =
+    Arc<dyn Fn(Arc<Server>, IpAddr, Element) -> BoxFuture<'static, Element> + Send + Sync>;
+
+/// What every c2s connection shares.
+pub struct C2sContext {
+    pub server: Arc<Server>,
+    pub stream: Arc<C2sConfig>,
+    pub tls: Arc<Tls>,
+    pub logins: Arc<LoginLimiter>,
+    pub preauth: PreAuthHandler,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Bytes read per system call; the buffer exists only while data is flowing.
+const READ_CHUNK: usize = 4096;
+/// Most bytes written per batch drained from the outbound queue.
+const WRITE_BATCH: usize = 64 * 1024;
+
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// The socket was moved out for the TLS handshake, which failed.
+    Gone,
+}
+
+impl Transport {
+    /// Wait until the socket has bytes (or an error) without holding a buffer.
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.readable().await,
+            Transport::Tls(s) => s.get_ref().0.readable().await,
+            Transport::Gone => Err(gone()),
+        }
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "socket handed to TLS")
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Why the connection loop ended.
+enum End {
+    /// The stream was closed by either side (stream close already written where due).
+    Closed,
+    /// An I/O error or EOF: nothing more can be written.
+    Broken,
+}
+
+struct Connection {
+    ctx: Arc<C2sContext>,
+    peer: SocketAddr,
+    io: Transport,
+    stream: C2sStream,
+    session: Option<Arc<Session>>,
+    rx: Option<mpsc::Receiver<Outbound>>,
+    out: String,
+    rate: ReadRate,
+    _guard: ConnectionGuard,
+}
+
+/// Serve one accepted TCP connection. `direct_tls` is XEP-0368 (TLS from the first byte).
+pub async fn serve(
+    ctx: Arc<C2sContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    guard: ConnectionGuard,
+) {
+    let _ = tcp.set_nodelay(true);
+    let limits = &ctx.server.config.limits;
+    let negotiation = Duration::from_secs(limits.negotiation_timeout_seconds);
+    let (io, cb) = if direct_tls {
+        match tokio::time::timeout(negotiation, ctx.tls.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                let cb = channel_binding(tls.get_ref().1, &ctx.tls);
+                (Transport::Tls(Box::new(tls)), Some(cb))
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => return,
+        }
+    } else {
+        (Transport::Plain(tcp), None)
+    };
+    let rate = ReadRate::new(limits.read_rate_bytes, limits.read_burst_bytes);
+    let mut conn = Connection {
+        stream: C2sStream::new(ctx.stream.clone(), cb),
+        ctx,
+        peer,
+        io,
+        session: None,
+        rx: None,
+        out: String::new(),
+        rate,
+        _guard: guard,
+    };
+    conn.run().await;
+    if let Some(session) = conn.session.take() {
+        conn.ctx.server.session_closed(&session).await;
+    }
+}
+
+impl Connection {
+    async fn run(&mut self) {
+        let limits = &self.ctx.server.config.limits;
+        let negotiation_deadline =
+            Instant::now() + Duration::from_secs(limits.negotiation_timeout_seconds);
+        let idle = Duration::from_secs(limits.idle_timeout_seconds.max(1));
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut last_read = Instant::now();
+        let mut paused_until: Option<Instant> = None;
+        loop {
+            let deadline = if self.stream.is_established() {
+                last_read + idle
+            } else {
+                negotiation_deadline
+            };
+            let end = tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    self.stream.fail(StreamError::SystemShutdown, Some("the server is shutting down"));
+                    self.pump(&mut &[][..]).await
+                }
+                msg = recv(&mut self.rx) => match msg {
+                    Some(msg) => self.outbound(msg).await,
+                    None => None,
+                },
+                _ = sleep_until(paused_until) => {
+                    paused_until = None;
+                    None
+                }
+                ready = self.io.readable(), if paused_until.is_none() => match ready {
+                    Ok(()) => match self.read_available().await {
+                        Ok((0, true)) => Some(End::Broken),
+                        Ok((n, _)) => {
+                            if n > 0 {
+                                last_read = Instant::now();
+                            }
+                            if let Some(pause) = self.rate.consume(n) {
+                                paused_until = Some(Instant::now() + pause);
+                            }
+                            None
+                        }
+                        Err(end) => Some(end),
+                    },
+                    Err(_) => Some(End::Broken),
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let text = if self.stream.is_established() {
+                        "idle for too long"
+                    } else {
+                        "stream negotiation took too long"
+                    };
+                    self.stream.fail(StreamError::ConnectionTimeout, Some(text));
+                    self.pump(&mut &[][..]).await
+                }
+            };
+            if let Some(end) = end {
+                if matches!(end, End::Closed) {
+                    let _ = self.io.shutdown().await;
+                }
+                return;
+            }
+        }
+    }
+
+    /// Read everything the socket (and TLS layer) has ready, feeding the stream as it comes.
+    /// Returns the bytes read and whether the peer closed the connection.
+    async fn read_available(&mut self) -> Result<(usize, bool), End> {
+        let mut total = 0;
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            buf.clear();
+            buf.reserve(READ_CHUNK);
+            // A read that would block ends the burst: readiness is awaited without a buffer.
+            let read = match self.io.read_buf(&mut buf).now_or_never() {
+                None => return Ok((total, false)),
+                Some(Ok(0)) => return Ok((total, true)),
+                Some(Ok(n)) => n,
+                Some(Err(_)) => return Err(End::Broken),
+            };
+            total += read;
+            let mut input = &buf[..read];
+            if let Some(end) = self.pump(&mut input).await {
+                return Err(end);
+            }
+            if total >= READ_CHUNK * 16 {
+                // Let the rate limiter and the outbound queue have a turn.
+                return Ok((total, false));
+            }
+        }
+    }
+
+    /// Run the stream's actions over `input` until it needs more bytes.
+    async fn pump(&mut self, input: &mut &[u8]) -> Option<End> {
+        while let Some(action) = self.stream.next_action(input) {
+            match action {
+                Action::Write(s) => self.out.push_str(&s),
+                Action::StartTls => {
+                    if let Some(end) = self.flush().await {
+                        return Some(end);
+                    }
+                    // RFC 6120 §5.3.3 (and the STARTTLS injection class of bugs): anything the
+                    // client sent after <starttls/> in plaintext is discarded.
+                    *input = &[];
+                    if let Err(end) = self.upgrade().await {
+                        return Some(end);
+                    }
+                }
+                Action::Credentials { account, hash } => self.credentials(account, hash).await,
+                Action::AuthFailed { account } => {
+                    self.ctx.logins.failed(self.peer.ip(), account.as_deref());
+                    metrics::counter!("franca_c2s_auth_failures_total").increment(1);
+                }
+                Action::Authenticated { account } => {
+                    self.ctx.logins.succeeded(self.peer.ip(), &account);
+                    tracing::debug!(peer = %self.peer, %account, "authenticated");
+                }
+                Action::Bind { resource } => self.bind(resource).await,
+                Action::PreAuthIq(iq) => {
+                    let reply =
+                        (self.ctx.preauth)(self.ctx.server.clone(), self.peer.ip(), iq).await;
+                    self.stream.send_element(&reply);
+                }
+                Action::Stanza(stanza) => {
+                    if let Some(session) = &self.session {
+                        self.ctx.server.route_from_session(session, stanza).await;
+                    }
+                }
+                Action::Close => {
+                    let _ = self.flush().await;
+                    return Some(End::Closed);
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    async fn credentials(&mut self, account: String, hash: ScramHash) {
+        if let Err(remaining) = self.ctx.logins.check(self.peer.ip(), &account) {
+            let text = format!(
+                "too many failed logins; try again in {} seconds",
+                remaining.as_secs().max(1)
+            );
+            return self.stream.refuse_login(&text);
+        }
+        let keys = match self
+            .ctx
+            .server
+            .store
+            .credentials(&account, hash.name())
+            .await
+        {
+            Ok(creds) => creds.map(|c| ScramKeys {
+                hash,
+                salt: c.salt,
+                iterations: c.iterations,
+                stored_key: c.stored_key,
+                server_key: c.server_key,
+            }),
+            Err(e) => {
+                tracing::error!(%account, "credential lookup failed: {e}");
+                None
+            }
+        };
+        self.stream.provide_credentials(&account, keys);
+    }
+
+    async fn bind(&mut self, resource: Option<String>) {
+        let Some(account) = self.stream.account().map(str::to_owned) else {
+            return self.stream.bound(Err("not-allowed"));
+        };
+        let Ok(bare) = BareJid::new(&account) else {
+            return self.stream.bound(Err("internal-server-error"));
+        };
+        // The account may have been removed since it authenticated (`franca user remove`).
+        if !self.ctx.server.account_exists(&bare).await {
+            return self.stream.bound(Err("not-authorized"));
+        }
+        let resource = resource.unwrap_or_else(random_resource);
+        let Ok(full) = bare.with_resource_str(&resource) else {
+            return self.stream.bound(Err("bad-request"));
+        };
+        let bound = self.ctx.server.bind(full.clone()).await;
+        tracing::info!(peer = %self.peer, jid = %full, tls = self.stream.is_tls(), "session bound");
+        self.session = Some(bound.session);
+        self.rx = Some(bound.rx);
+        self.stream.bound(Ok(full.as_str()));
+    }
+
+    async fn upgrade(&mut self) -> Result<(), End> {
+        // Move the socket out to hand it to the TLS acceptor.
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.io, Transport::Gone) else {
+            return Err(End::Broken);
+        };
+        let limits = &self.ctx.server.config.limits;
+        let timeout = Duration::from_secs(limits.negotiation_timeout_seconds);
+        match tokio::time::timeout(timeout, self.ctx.tls.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                let cb = channel_binding(tls.get_ref().1, &self.ctx.tls);
+                self.io = Transport::Tls(Box::new(tls));
+                self.stream.tls_established(cb);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, "STARTTLS handshake failed: {e}");
+                Err(End::Broken)
+            }
+            Err(_) => Err(End::Broken),
+        }
+    }
+
+    async fn outbound(&mut self, first: Outbound) -> Option<End> {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Outbound::Xml(xml) => self.out.push_str(&xml),
+                Outbound::Close(error, text) => {
+                    self.stream.fail(error, text.as_deref());
+                    return self.pump(&mut &[][..]).await;
+                }
+            }
+            if self.out.len() < WRITE_BATCH {
+                next = self.rx.as_mut().and_then(|rx| rx.try_recv().ok());
+            }
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Option<End> {
+        if self.out.is_empty() {
+            return None;
+        }
+        let result = async {
+            self.io.write_all(self.out.as_bytes()).await?;
+            self.io.flush().await
+        }
+        .await;
+        // Release a large batch's memory instead of keeping it per connection.
+        if self.out.capacity() > READ_CHUNK {
+            self.out = String::new();
+        } else {
+            self.out.clear();
+        }
+        result.err().map(|_| End::Broken)
+    }
+}
+
+async fn recv(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn random_resource() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().r#gen();
+    format!("franca-{n:016x}")
+}
+

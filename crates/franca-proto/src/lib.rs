@@ -1,0 +1,17 @@
+//! Sans-IO XMPP protocol logic for Franca: pure functions and state machines over bytes and
+//! elements, with no sockets, timers or async runtime, so they are tested deterministically in
+//! memory (DESIGN §2).
+//!
+//! * [`ns`] — namespace names of RFC 6120/6121 and the XEPs the server implements.
+//! * [`errors`] — stream errors (RFC 6120 §4.9) and stanza errors (RFC 6120 §8.3), and the
+//!   error-reply rules of §8.3.1.
+//! * [`sasl`] — SCRAM-SHA-1/256/512 (+PLUS) and PLAIN server mechanisms (RFC 6120 §6,
+//!   RFC 5802, RFC 7677, RFC 4616), channel binding (RFC 5929, RFC 9266, XEP-0440) and
+//!   downgrade protection (XEP-0474).
+//! * [`jidprep`] — localpart and bare-JID preparation (RFC 6122 stringprep via the `jid`
+//!   crate, RFC 7622 / RFC 8265 PRECIS).
+
+pub mod errors;
+pub mod jidprep;
+pub mod ns;
+pub mod sasl;

@@ -1,0 +1,597 @@
+//! The storage conformance suite: every [`Store`] method, with the behaviour other crates rely
+//! on, checked against a real backend.
+//!
+//! Compiled into the library (not `cfg(test)`) so that any crate's tests can run it against a
+//! store they built. [`run_all`] panics on the first failed check, naming it.
+//!
+//! It needs an empty store, and leaves it empty again when it passes, so it can run twice on
+//! the same database (the SQLite test does, across a reopen).
+
+use futures_util::future::join_all;
+
+use crate::{LastActivity, RosterItem, ScramCredentials, Store, StoreError, Subscription};
+
+/// `ok!(store.method(args))`: await and unwrap, naming the call when it fails.
+macro_rules! ok {
+    ($call:expr) => {
+        match $call.await {
+            Ok(v) => v,
+            Err(e) => panic!("{} failed: {e}", stringify!($call)),
+        }
+    };
+}
+
+/// `err!(store.method(args), Pattern)`: await and expect a specific error.
+macro_rules! err {
+    ($call:expr, $pat:pat) => {
+        match $call.await {
+            Err($pat) => {}
+            other => panic!(
+                "{}: expected {}, got {other:?}",
+                stringify!($call),
+                stringify!($pat)
+            ),
+        }
+    };
+}
+
+/// Run every check. The store must be empty.
+pub async fn run_all(store: &dyn Store) {
+    assert_eq!(
+        ok!(store.list_users(None)),
+        Vec::<String>::new(),
+        "conformance::run_all needs an empty store"
+    );
+    accounts(store).await;
+    roster(store).await;
+    roster_versions_are_per_user(store).await;
+    offline(store).await;
+    offline_quota_is_atomic(store).await;
+    vcard(store).await;
+    blocking(store).await;
+    last_activity(store).await;
+    remove_user_deletes_everything(store).await;
+    assert_eq!(
+        ok!(store.list_users(None)),
+        Vec::<String>::new(),
+        "the suite removes every account it made"
+    );
+}
+
+/// Credentials whose bytes depend on `seed`, with NUL and high bytes to catch text-mangling.
+fn creds(hash: &str, seed: u8, iterations: u32) -> ScramCredentials {
+    ScramCredentials {
+        hash: hash.to_owned(),
+        salt: vec![0, seed, 0xff, 0x80, b'\'', b'\\'],
+        iterations,
+        stored_key: (0..32).map(|i| i ^ seed).collect(),
+        server_key: (0..64).map(|i| 255 - (i ^ seed)).collect(),
+    }
+}
+
+async fn new_user(store: &dyn Store, user: &str) {
+    ok!(store.create_user(user, &[creds("SHA-256", 1, 4096)]));
+}
+
+async fn accounts(store: &dyn Store) {
+    let alice = "alice@a.example";
+    assert!(!ok!(store.user_exists(alice)));
+    assert_eq!(ok!(store.credentials(alice, "SHA-256")), None);
+
+    // One set of credentials per hash; u32::MAX iterations does not fit a signed 32-bit
+    // column, so this also checks the storage width.
+    let all = [
+        creds("SHA-1", 1, 4096),
+        creds("SHA-256", 2, 10_000),
+        creds("SHA-512", 3, u32::MAX),
+    ];
+    ok!(store.create_user(alice, &all));
+    assert!(ok!(store.user_exists(alice)));
+    for c in &all {
+        assert_eq!(ok!(store.credentials(alice, &c.hash)).as_ref(), Some(c));
+    }
+    assert_eq!(ok!(store.credentials(alice, "SHA-384")), None);
+    assert_eq!(ok!(store.credentials(alice, "sha-256")), None, "hash names are exact");
+
+    // Duplicate: refused, and the original credentials are untouched.
+    err!(
+        store.create_user(alice, &[creds("SHA-1", 9, 1)]),
+        StoreError::UserExists(_)
+    );
+    assert_eq!(ok!(store.credentials(alice, "SHA-1")), Some(all[0].clone()));
+
+    // Password change replaces every hash: ones not given are gone.
+    let new = creds("SHA-256", 7, 20_000);
+    ok!(store.set_credentials(alice, std::slice::from_ref(&new)));
+    assert_eq!(ok!(store.credentials(alice, "SHA-256")), Some(new));
+    assert_eq!(ok!(store.credentials(alice, "SHA-1")), None);
+    assert_eq!(ok!(store.credentials(alice, "SHA-512")), None);
+    err!(
+        store.set_credentials("nobody@a.example", &all),
+        StoreError::UnknownUser(_)
+    );
+    assert!(!ok!(store.user_exists("nobody@a.example")));
+
+    // An account without credentials (e.g. authenticated elsewhere) is still an account.
+    ok!(store.create_user("nocreds@a.example", &[]));
+    assert!(ok!(store.user_exists("nocreds@a.example")));
+    assert_eq!(ok!(store.credentials("nocreds@a.example", "SHA-1")), None);
+
+    // Listing: sorted, and the domain filter matches the whole domain only.
+    for u in [
+        "bob@a.example",
+        "carol@b.example",
+        "alice@b.example",
+        "dave@sub.a.example",
+    ] {
+        new_user(store, u).await;
+    }
+    assert_eq!(
+        ok!(store.list_users(None)),
+        [
+            "alice@a.example",
+            "alice@b.example",
+            "bob@a.example",
+            "carol@b.example",
+            "dave@sub.a.example",
+            "nocreds@a.example",
+        ]
+    );
+    assert_eq!(
+        ok!(store.list_users(Some("a.example"))),
+        ["alice@a.example", "bob@a.example", "nocreds@a.example"]
+    );
+    assert_eq!(
+        ok!(store.list_users(Some("b.example"))),
+        ["alice@b.example", "carol@b.example"]
+    );
+    assert_eq!(
+        ok!(store.list_users(Some("c.example"))),
+        Vec::<String>::new()
+    );
+
+    // Removal.
+    err!(
+        store.remove_user("nobody@a.example"),
+        StoreError::UnknownUser(_)
+    );
+    ok!(store.remove_user(alice));
+    assert!(!ok!(store.user_exists(alice)));
+    assert_eq!(ok!(store.credentials(alice, "SHA-256")), None);
+    err!(store.remove_user(alice), StoreError::UnknownUser(_));
+    assert_eq!(
+        ok!(store.list_users(Some("a.example"))),
+        ["bob@a.example", "nocreds@a.example"]
+    );
+    // The name is free again, with fresh credentials.
+    ok!(store.create_user(alice, &[creds("SHA-1", 5, 1)]));
+    assert_eq!(ok!(store.credentials(alice, "SHA-1")), Some(creds("SHA-1", 5, 1)));
+    assert_eq!(ok!(store.credentials(alice, "SHA-256")), None);
+
+    for u in [
+        alice,
+        "bob@a.example",
+        "carol@b.example",
+        "alice@b.example",
+        "dave@sub.a.example",
+        "nocreds@a.example",
+    ] {
+        ok!(store.remove_user(u));
+    }
+}
+
+fn full_item(jid: &str) -> RosterItem {
+    RosterItem {
+        jid: jid.to_owned(),
+        name: Some("Bé 'Bob' <&> 🙂".to_owned()),
+        subscription: Subscription::Both,
+        ask: true,
+        pending_in: Some(
+            "<presence xmlns='jabber:client' from='bob@b.example' type='subscribe'/>".to_owned(),
+        ),
+        approved: true,
+        groups: vec!["Work".to_owned(), "Friends".to_owned(), "Ünïcode ✓".to_owned()],
+        hidden: true,
+    }
+}
+
+fn sorted(mut items: Vec<RosterItem>) -> Vec<RosterItem> {
+    items.sort_by(|a, b| a.jid.cmp(&b.jid));
+    items
+}
+
+async fn roster(store: &dyn Store) {
+    let u = "roster@a.example";
+    // Unknown account: empty roster, writes refused.
+    assert!(ok!(store.roster(u)).1.is_empty());
+    assert_eq!(ok!(store.roster_item(u, "x@b.example")), None);
+    err!(
+        store.put_roster_item(u, &RosterItem::default()),
+        StoreError::UnknownUser(_)
+    );
+    err!(
+        store.remove_roster_item(u, "x@b.example"),
+        StoreError::UnknownUser(_)
+    );
+
+    new_user(store, u).await;
+    let (v0, items) = ok!(store.roster(u));
+    assert!(items.is_empty());
+
+    // Minimal item: all defaults round-trip (no name, no groups, no flags).
+    let plain = RosterItem {
+        jid: "plain@b.example".to_owned(),
+        ..RosterItem::default()
+    };
+    let v1 = ok!(store.put_roster_item(u, &plain));
+    assert!(v1 > v0, "put bumps the version ({v0} -> {v1})");
+    assert_eq!(ok!(store.roster_item(u, &plain.jid)), Some(plain.clone()));
+
+    // Every field set, including hidden + pending-in state and group order.
+    let full = full_item("bob@b.example");
+    let v2 = ok!(store.put_roster_item(u, &full));
+    assert!(v2 > v1);
+    assert_eq!(ok!(store.roster_item(u, &full.jid)), Some(full.clone()));
+    let (v, items) = ok!(store.roster(u));
+    assert_eq!(v, v2, "roster() reports the version of the last change");
+    assert_eq!(sorted(items), [full.clone(), plain.clone()]);
+
+    // Update in place: fields cleared, groups replaced (not merged).
+    let mut changed = full.clone();
+    changed.name = None;
+    changed.subscription = Subscription::To;
+    changed.ask = false;
+    changed.pending_in = None;
+    changed.approved = false;
+    changed.hidden = false;
+    changed.groups = vec!["Friends".to_owned()];
+    let v3 = ok!(store.put_roster_item(u, &changed));
+    assert!(v3 > v2);
+    assert_eq!(ok!(store.roster_item(u, &full.jid)), Some(changed.clone()));
+    changed.groups.clear();
+    let v4 = ok!(store.put_roster_item(u, &changed));
+    assert!(v4 > v3);
+    assert_eq!(ok!(store.roster_item(u, &full.jid)), Some(changed.clone()));
+    assert_eq!(ok!(store.roster(u)).1.len(), 2, "an update adds no item");
+
+    // Each subscription state round-trips, in either flag combination.
+    let mut last = v4;
+    for (i, sub) in [
+        Subscription::None,
+        Subscription::To,
+        Subscription::From,
+        Subscription::Both,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let item = RosterItem {
+            jid: format!("sub{i}@c.example"),
+            subscription: sub,
+            ask: i % 2 == 0,
+            approved: i % 2 == 1,
+            groups: vec![format!("g{i}"), "shared".to_owned()],
+            ..RosterItem::default()
+        };
+        let v = ok!(store.put_roster_item(u, &item));
+        assert!(v > last);
+        last = v;
+        assert_eq!(ok!(store.roster_item(u, &item.jid)), Some(item));
+    }
+    assert_eq!(ok!(store.roster(u)).1.len(), 6);
+
+    // Removal bumps the version; removing an absent item changes nothing and never goes back.
+    let v5 = ok!(store.remove_roster_item(u, &plain.jid));
+    assert!(v5 > last);
+    assert_eq!(ok!(store.roster_item(u, &plain.jid)), None);
+    let v6 = ok!(store.remove_roster_item(u, &plain.jid));
+    assert!(v6 >= v5, "versions never decrease ({v5} -> {v6})");
+    let (v, items) = ok!(store.roster(u));
+    assert_eq!(v, v6);
+    assert_eq!(items.len(), 5);
+    assert!(items.iter().all(|i| i.jid != plain.jid));
+
+    // Re-adding a removed item does not resurrect its old groups.
+    let bare = RosterItem {
+        jid: full.jid.clone(),
+        ..RosterItem::default()
+    };
+    ok!(store.remove_roster_item(u, &full.jid));
+    ok!(store.put_roster_item(u, &full));
+    ok!(store.remove_roster_item(u, &full.jid));
+    ok!(store.put_roster_item(u, &bare));
+    assert_eq!(ok!(store.roster_item(u, &full.jid)), Some(bare));
+
+    ok!(store.remove_user(u));
+}
+
+async fn roster_versions_are_per_user(store: &dyn Store) {
+    let (a, b) = ("rv-a@a.example", "rv-b@a.example");
+    new_user(store, a).await;
+    new_user(store, b).await;
+    let (vb, _) = ok!(store.roster(b));
+    for i in 0..3 {
+        let item = RosterItem {
+            jid: format!("c{i}@b.example"),
+            ..RosterItem::default()
+        };
+        ok!(store.put_roster_item(a, &item));
+    }
+    let (vb2, items_b) = ok!(store.roster(b));
+    assert_eq!(vb, vb2, "another account's changes leave this version alone");
+    assert!(items_b.is_empty(), "items belong to one account");
+    assert_eq!(ok!(store.roster_item(b, "c0@b.example")), None);
+    // Concurrent changes of one roster each get their own, distinct version.
+    let puts = (0..8).map(|i| {
+        let item = RosterItem {
+            jid: format!("conc{i}@b.example"),
+            ..RosterItem::default()
+        };
+        async move { ok!(store.put_roster_item(a, &item)) }
+    });
+    let mut versions = join_all(puts).await;
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), 8, "concurrent puts got distinct versions");
+    let (va, items) = ok!(store.roster(a));
+    assert_eq!(Some(&va), versions.last());
+    assert_eq!(items.len(), 11);
+    ok!(store.remove_user(a));
+    ok!(store.remove_user(b));
+}
+
+async fn offline(store: &dyn Store) {
+    let (u, other) = ("off@a.example", "off2@a.example");
+    err!(
+        store.push_offline(u, 1, "<message/>", 10),
+        StoreError::UnknownUser(_)
+    );
+    assert!(ok!(store.offline(u)).is_empty());
+    assert_eq!(ok!(store.offline_count(u)), 0);
+    new_user(store, u).await;
+    new_user(store, other).await;
+
+    let xml = |i: usize| {
+        format!(
+            "<message xmlns='jabber:client' from='x@b.example' to='{u}' id='m{i}'>\
+             <body>hello #{i} ü 🙂 &amp; \"q\"\nline 2</body></message>"
+        )
+    };
+    for i in 0..3 {
+        ok!(store.push_offline(u, 1_700_000_000_000_000 + i as i64, &xml(i), 3));
+    }
+    err!(store.push_offline(u, 9, &xml(9), 3), StoreError::QuotaExceeded);
+    err!(store.push_offline(other, 9, &xml(9), 0), StoreError::QuotaExceeded);
+    assert_eq!(ok!(store.offline_count(u)), 3);
+
+    // Oldest first, with stamp and XML exactly as stored; reading does not remove.
+    let msgs = ok!(store.offline(u));
+    assert_eq!(msgs.len(), 3);
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m.stamp_us, 1_700_000_000_000_000 + i as i64);
+        assert_eq!(m.xml, xml(i));
+    }
+    assert!(msgs.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(ok!(store.offline(u)), msgs);
+
+    // Another account's messages and ids are separate.
+    ok!(store.push_offline(other, 5, "<message id='other'/>", 10));
+    let theirs = ok!(store.offline(other));
+    assert_eq!(theirs.len(), 1);
+    ok!(store.delete_offline(u, &[theirs[0].id]));
+    assert_eq!(ok!(store.offline(other)), theirs, "delete is scoped to the account");
+
+    // Delete by id; unknown ids and an empty list are fine.
+    ok!(store.delete_offline(u, &[msgs[0].id, msgs[1].id, i64::MAX]));
+    ok!(store.delete_offline(u, &[]));
+    assert_eq!(ok!(store.offline(u)), [msgs[2].clone()]);
+    assert_eq!(ok!(store.offline_count(u)), 1);
+
+    // Room under the quota again; ids are never reused, even the highest deleted one.
+    ok!(store.push_offline(u, 10, &xml(10), 3));
+    let now = ok!(store.offline(u));
+    assert_eq!(now.len(), 2);
+    let top = now[1].id;
+    ok!(store.delete_offline(u, &[top]));
+    ok!(store.push_offline(u, 11, &xml(11), 3));
+    let after = ok!(store.offline(u));
+    assert!(after[1].id > top, "id {top} reused as {}", after[1].id);
+    assert_eq!(after[1].xml, xml(11));
+
+    // Many ids at once (several statements' worth).
+    let all: Vec<i64> = after.iter().map(|m| m.id).collect();
+    for i in 0..520 {
+        ok!(store.push_offline(other, i, "<message/>", 2000));
+    }
+    let ids: Vec<i64> = ok!(store.offline(other)).iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), 521);
+    ok!(store.delete_offline(other, &ids[..510]));
+    assert_eq!(ok!(store.offline_count(other)), 11);
+    ok!(store.delete_offline(u, &all));
+    assert_eq!(ok!(store.offline_count(u)), 0);
+
+    ok!(store.remove_user(u));
+    ok!(store.remove_user(other));
+}
+
+async fn offline_quota_is_atomic(store: &dyn Store) {
+    let u = "quota@a.example";
+    new_user(store, u).await;
+    let pushes = (0..16).map(|i| store.push_offline(u, i, "<message/>", 5));
+    let results = join_all(pushes).await;
+    let stored = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::QuotaExceeded)))
+        .count();
+    assert_eq!(
+        (stored, refused),
+        (5, 11),
+        "16 concurrent pushes against quota 5: {results:?}"
+    );
+    assert_eq!(ok!(store.offline_count(u)), 5);
+    ok!(store.remove_user(u));
+}
+
+async fn vcard(store: &dyn Store) {
+    let u = "vcard@a.example";
+    err!(store.set_vcard(u, "<vCard/>"), StoreError::UnknownUser(_));
+    assert_eq!(ok!(store.vcard(u)), None);
+    new_user(store, u).await;
+    assert_eq!(ok!(store.vcard(u)), None);
+    let first = "<vCard xmlns='vcard-temp'><FN>Zoë</FN></vCard>";
+    ok!(store.set_vcard(u, first));
+    assert_eq!(ok!(store.vcard(u)).as_deref(), Some(first));
+    // Replaced, not appended; a large photo survives intact.
+    let photo: String = (0..200_000).map(|i| ['A', 'b', '+', '/'][i % 4]).collect();
+    let second =
+        format!("<vCard xmlns='vcard-temp'><PHOTO><BINVAL>{photo}</BINVAL></PHOTO></vCard>");
+    ok!(store.set_vcard(u, &second));
+    assert_eq!(ok!(store.vcard(u)), Some(second));
+    ok!(store.remove_user(u));
+}
+
+fn jids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn blocking(store: &dyn Store) {
+    let (u, other) = ("block@a.example", "block2@a.example");
+    err!(
+        store.block(u, &jids(&["x@b.example"])),
+        StoreError::UnknownUser(_)
+    );
+    assert!(ok!(store.blocklist(u)).is_empty());
+    new_user(store, u).await;
+    new_user(store, other).await;
+
+    ok!(store.block(u, &[]));
+    assert!(ok!(store.blocklist(u)).is_empty());
+    ok!(store.block(u, &jids(&["b@b.example", "a@b.example", "b.example"])));
+    ok!(store.block(other, &jids(&["a@b.example"])));
+    // Blocking again is not an error and adds no duplicate.
+    ok!(store.block(u, &jids(&["a@b.example", "c@b.example/res"])));
+    let mut list = ok!(store.blocklist(u));
+    list.sort();
+    assert_eq!(
+        list,
+        ["a@b.example", "b.example", "b@b.example", "c@b.example/res"]
+    );
+
+    // Unblock specific JIDs; unknown ones are ignored; other accounts untouched.
+    ok!(store.unblock(u, &jids(&["a@b.example", "nope@b.example"])));
+    let mut list = ok!(store.blocklist(u));
+    list.sort();
+    assert_eq!(list, ["b.example", "b@b.example", "c@b.example/res"]);
+    assert_eq!(ok!(store.blocklist(other)), ["a@b.example"]);
+
+    // Unblock all.
+    ok!(store.unblock(u, &[]));
+    assert!(ok!(store.blocklist(u)).is_empty());
+    assert_eq!(ok!(store.blocklist(other)), ["a@b.example"]);
+
+    // Long lists (several statements' worth).
+    let many: Vec<String> = (0..1200).map(|i| format!("spam{i:04}@c.example")).collect();
+    ok!(store.block(u, &many));
+    assert_eq!(ok!(store.blocklist(u)).len(), 1200);
+    ok!(store.unblock(u, &many[..1100]));
+    let mut list = ok!(store.blocklist(u));
+    list.sort();
+    assert_eq!(list, many[1100..]);
+
+    ok!(store.remove_user(u));
+    ok!(store.remove_user(other));
+}
+
+async fn last_activity(store: &dyn Store) {
+    let u = "last@a.example";
+    let seen = LastActivity {
+        seconds: 1_700_000_000,
+        status: "Gone fishing 🎣".to_owned(),
+    };
+    err!(
+        store.set_last_activity(u, &seen),
+        StoreError::UnknownUser(_)
+    );
+    assert_eq!(ok!(store.last_activity(u)), None);
+    new_user(store, u).await;
+    assert_eq!(ok!(store.last_activity(u)), None);
+    ok!(store.set_last_activity(u, &seen));
+    assert_eq!(ok!(store.last_activity(u)), Some(seen));
+    let later = LastActivity {
+        seconds: 1_800_000_000,
+        status: String::new(),
+    };
+    ok!(store.set_last_activity(u, &later));
+    assert_eq!(ok!(store.last_activity(u)), Some(later));
+    ok!(store.remove_user(u));
+}
+
+/// Give `u` something in every kind of storage.
+async fn fill(store: &dyn Store, u: &str) {
+    ok!(store.create_user(
+        u,
+        &[creds("SHA-1", 1, 4096), creds("SHA-256", 2, 4096)]
+    ));
+    ok!(store.put_roster_item(u, &full_item("friend@b.example")));
+    ok!(store.put_roster_item(
+        u,
+        &RosterItem {
+            jid: "other@b.example".to_owned(),
+            groups: vec!["G".to_owned()],
+            ..RosterItem::default()
+        }
+    ));
+    ok!(store.push_offline(u, 1, "<message/>", 10));
+    ok!(store.push_offline(u, 2, "<message/>", 10));
+    ok!(store.set_vcard(u, "<vCard xmlns='vcard-temp'/>"));
+    ok!(store.block(u, &jids(&["spam@b.example"])));
+    ok!(store.set_last_activity(
+        u,
+        &LastActivity {
+            seconds: 1,
+            status: "bye".to_owned()
+        }
+    ));
+}
+
+async fn assert_nothing_stored(store: &dyn Store, u: &str) {
+    assert_eq!(ok!(store.credentials(u, "SHA-1")), None, "{u}: credentials");
+    assert_eq!(ok!(store.credentials(u, "SHA-256")), None, "{u}: credentials");
+    assert!(ok!(store.roster(u)).1.is_empty(), "{u}: roster");
+    assert_eq!(ok!(store.roster_item(u, "friend@b.example")), None, "{u}: roster item");
+    assert!(ok!(store.offline(u)).is_empty(), "{u}: offline");
+    assert_eq!(ok!(store.offline_count(u)), 0, "{u}: offline count");
+    assert_eq!(ok!(store.vcard(u)), None, "{u}: vcard");
+    assert!(ok!(store.blocklist(u)).is_empty(), "{u}: blocklist");
+    assert_eq!(ok!(store.last_activity(u)), None, "{u}: last activity");
+}
+
+async fn remove_user_deletes_everything(store: &dyn Store) {
+    let (u, keep) = ("gone@a.example", "stays@a.example");
+    fill(store, u).await;
+    fill(store, keep).await;
+    let kept_roster = ok!(store.roster(keep));
+    let kept_offline = ok!(store.offline(keep));
+
+    ok!(store.remove_user(u));
+    assert!(!ok!(store.user_exists(u)));
+    assert_nothing_stored(store, u).await;
+    // A new account under the same name starts empty: nothing was left behind to inherit.
+    ok!(store.create_user(u, &[]));
+    assert_nothing_stored(store, u).await;
+    ok!(store.remove_user(u));
+
+    // The other account is untouched.
+    assert_eq!(ok!(store.roster(keep)), kept_roster);
+    assert_eq!(ok!(store.offline(keep)), kept_offline);
+    assert!(ok!(store.vcard(keep)).is_some());
+    assert_eq!(ok!(store.blocklist(keep)), ["spam@b.example"]);
+    assert!(ok!(store.last_activity(keep)).is_some());
+    assert_eq!(
+        ok!(store.credentials(keep, "SHA-1")),
+        Some(creds("SHA-1", 1, 4096))
+    );
+    ok!(store.remove_user(keep));
+    assert_nothing_stored(store, keep).await;
+}

@@ -1,0 +1,104 @@
+//! Storage for Franca: the [`Store`] trait that everything durable goes through, with a SQLite
+//! backend (embedded, the default) and a PostgreSQL backend, per-backend migrations applied at
+//! start, and one conformance suite ([`conformance`]) that both backends must pass.
+//!
+//! Accounts are identified by their normalised bare JID string (`user@domain`). Every write
+//! completes (is committed) before the future returns, so callers may acknowledge afterwards.
+
+pub mod conformance;
+mod migrate;
+mod model;
+mod sql;
+
+pub use model::*;
+
+/// Open the store named by `url`, creating it if needed, and apply pending schema migrations.
+///
+/// - `sqlite://path`, `sqlite:path` (relative to the current directory) or `sqlite:///abs/path`:
+///   the file and its parent directories are created if missing. WAL journal with
+///   `synchronous=FULL` (durable on return), and a busy timeout so another process (the
+///   `franca user add` CLI next to a running server) can write to the same file.
+/// - `sqlite::memory:`: a private in-memory database, for tests.
+/// - `postgres://…` or `postgresql://…`: any URL sqlx accepts.
+///
+/// Anything else is [`StoreError::BadUrl`]. Several processes may open the same database at
+/// once; migrations are serialised between them.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    sql::open(url).await
+}
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("unknown user {0}")]
+    UnknownUser(String),
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("offline storage quota exceeded")]
+    QuotaExceeded,
+    #[error("unsupported storage url {0}")]
+    BadUrl(String),
+    #[error("database: {0}")]
+    Database(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Everything the server keeps durably. One SQL implementation serves both backends.
+///
+/// For an account that does not exist: calls that store something fail with
+/// [`StoreError::UnknownUser`], and so do `remove_user` and `remove_roster_item` (which returns
+/// the account's roster version); removing list entries (`unblock`, `delete_offline`) does
+/// nothing; reads return nothing (`None`, empty lists, roster version 0).
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- accounts
+    /// Create an account with SCRAM credentials for every supported hash.
+    async fn create_user(&self, user: &str, creds: &[ScramCredentials]) -> Result<()>;
+    /// Replace all credentials (password change). `UnknownUser` when absent.
+    async fn set_credentials(&self, user: &str, creds: &[ScramCredentials]) -> Result<()>;
+    /// Credentials for one hash ("SHA-1", "SHA-256", "SHA-512"); `None` if no such user.
+    async fn credentials(&self, user: &str, hash: &str) -> Result<Option<ScramCredentials>>;
+    async fn user_exists(&self, user: &str) -> Result<bool>;
+    /// Delete the account and all of its data (roster, offline, vCard, blocklist, last activity).
+    /// `UnknownUser` when absent.
+    async fn remove_user(&self, user: &str) -> Result<()>;
+    /// Bare JIDs of all accounts, optionally only those in `domain`, sorted.
+    async fn list_users(&self, domain: Option<&str>) -> Result<Vec<String>>;
+
+    // ---- roster (RFC 6121 §2), versioned (§2.6): every change bumps the user's version.
+    /// (version, all items including hidden ones).
+    async fn roster(&self, user: &str) -> Result<(i64, Vec<RosterItem>)>;
+    async fn roster_item(&self, user: &str, contact: &str) -> Result<Option<RosterItem>>;
+    /// Insert or replace the item; returns the new roster version.
+    async fn put_roster_item(&self, user: &str, item: &RosterItem) -> Result<i64>;
+    /// Delete the item (no-op if absent); returns the new roster version.
+    async fn remove_roster_item(&self, user: &str, contact: &str) -> Result<i64>;
+
+    // ---- offline messages (XEP-0160)
+    /// Append a message unless the user already has `quota` stored (`QuotaExceeded`).
+    async fn push_offline(&self, user: &str, stamp_us: i64, xml: &str, quota: u32) -> Result<()>;
+    /// All stored messages, oldest first, without removing them.
+    async fn offline(&self, user: &str) -> Result<Vec<OfflineMessage>>;
+    /// Remove delivered messages by id.
+    async fn delete_offline(&self, user: &str, ids: &[i64]) -> Result<()>;
+    async fn offline_count(&self, user: &str) -> Result<u32>;
+
+    // ---- vcard-temp (XEP-0054): the serialised <vCard/> element.
+    async fn vcard(&self, user: &str) -> Result<Option<String>>;
+    async fn set_vcard(&self, user: &str, xml: &str) -> Result<()>;
+
+    // ---- blocking (XEP-0191)
+    async fn blocklist(&self, user: &str) -> Result<Vec<String>>;
+    async fn block(&self, user: &str, jids: &[String]) -> Result<()>;
+    /// Unblock these JIDs, or everything when `jids` is empty.
+    async fn unblock(&self, user: &str, jids: &[String]) -> Result<()>;
+
+    // ---- last activity (XEP-0012)
+    async fn last_activity(&self, user: &str) -> Result<Option<LastActivity>>;
+    async fn set_last_activity(&self, user: &str, last: &LastActivity) -> Result<()>;
+
+    /// Make sure everything written so far is durable (called at shutdown).
+    async fn close(&self);
+}

@@ -1,0 +1,83 @@
+//! Plain data types that cross the storage boundary. JIDs are normalised strings here (the
+//! caller normalises with `jid` before storing), so this crate does not depend on XMPP crates.
+
+/// SCRAM credentials for one hash (RFC 5802 §3): never a plaintext password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScramCredentials {
+    /// "SHA-1", "SHA-256" or "SHA-512".
+    pub hash: String,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+/// RFC 6121 §2.1.2.5 subscription attribute as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Subscription {
+    #[default]
+    None,
+    To,
+    From,
+    Both,
+}
+
+impl Subscription {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subscription::None => "none",
+            Subscription::To => "to",
+            Subscription::From => "from",
+            Subscription::Both => "both",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Subscription> {
+        Some(match s {
+            "none" => Subscription::None,
+            "to" => Subscription::To,
+            "from" => Subscription::From,
+            "both" => Subscription::Both,
+            _ => return None,
+        })
+    }
+}
+
+/// One roster item with the full RFC 6121 subscription state (Appendix A):
+/// `subscription` plus the pending-out (`ask`), pending-in and pre-approval flags.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RosterItem {
+    /// Bare JID of the contact.
+    pub jid: String,
+    pub name: Option<String>,
+    pub subscription: Subscription,
+    /// Pending Out: we sent `subscribe` and have no answer yet (`ask='subscribe'`).
+    pub ask: bool,
+    /// Pending In: the contact asked to subscribe to us; the serialised `subscribe` stanza is
+    /// kept so it can be re-delivered at the next login (RFC 6121 §3.1.3).
+    pub pending_in: Option<String>,
+    /// Pre-approved (RFC 6121 §3.4).
+    pub approved: bool,
+    pub groups: Vec<String>,
+    /// Items that exist only because of state (pending-in without being in the user's roster)
+    /// are hidden from roster results: RFC 6121 §3.1.3 says the server must not add the
+    /// contact to the roster before the user approves.
+    pub hidden: bool,
+}
+
+/// A stored offline message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfflineMessage {
+    pub id: i64,
+    /// Microseconds since the Unix epoch when the server stored it (for the XEP-0203 stamp).
+    pub stamp_us: i64,
+    /// The stanza, serialised as XML with its jabber:client namespace declared.
+    pub xml: String,
+}
+
+/// XEP-0012 last activity of an account that went offline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastActivity {
+    /// Seconds since the Unix epoch.
+    pub seconds: i64,
+    pub status: String,
+}

@@ -1,0 +1,124 @@
+//! `franca user …`: account administration straight against storage, so it works whether or not
+//! the server is running (a running server reads credentials at each login). Removing an account
+//! also asks a running server, over its control socket, to end the account's sessions.
+
+use crate::UserCommand;
+use franca_core::Config;
+use jid::BareJid;
+use std::io::{BufRead, IsTerminal};
+
+pub async fn run(config: Config, command: UserCommand) -> Result<(), String> {
+    let store = franca_store::open(&config.storage_url())
+        .await
+        .map_err(|e| format!("storage: {e}"))?;
+    let result = match command {
+        UserCommand::Add { jid } => {
+            let user = account(&config, &jid, true)?;
+            if store.user_exists(user.as_str()).await.map_err(db)? {
+                return Err(format!("user {user} already exists"));
+            }
+            let password = read_password(&format!("Password for {user}: "))?;
+            store
+                .create_user(user.as_str(), &franca_core::credentials::from_password(&password))
+                .await
+                .map_err(db)?;
+            println!("created {user}");
+            Ok(())
+        }
+        UserCommand::Passwd { jid } => {
+            let user = account(&config, &jid, false)?;
+            if !store.user_exists(user.as_str()).await.map_err(db)? {
+                return Err(format!("unknown user {user}"));
+            }
+            let password = read_password(&format!("New password for {user}: "))?;
+            store
+                .set_credentials(user.as_str(), &franca_core::credentials::from_password(&password))
+                .await
+                .map_err(db)?;
+            println!("password changed for {user}");
+            Ok(())
+        }
+        UserCommand::Remove { jid } => {
+            let user = account(&config, &jid, false)?;
+            match store.remove_user(user.as_str()).await {
+                Ok(()) => {}
+                Err(franca_store::StoreError::UnknownUser(_)) => {
+                    return Err(format!("unknown user {user}"));
+                }
+                Err(e) => return Err(db(e)),
+            }
+            let kicked = franca_net::control::notify_kick(&config.server.data_dir, user.as_str())
+                .await
+                .unwrap_or(false);
+            println!(
+                "removed {user}{}",
+                if kicked { " and ended its sessions" } else { "" }
+            );
+            Ok(())
+        }
+        UserCommand::List { domain } => {
+            if let Some(d) = &domain {
+                if !config.serves(d) {
+                    return Err(format!("domain {d} is not served by this server"));
+                }
+            }
+            for user in store.list_users(domain.as_deref()).await.map_err(db)? {
+                println!("{user}");
+            }
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
+}
+
+fn db(e: franca_store::StoreError) -> String {
+    format!("storage: {e}")
+}
+
+/// Parse and check an account JID. New accounts must also have a localpart that is valid under
+/// both nodeprep and PRECIS (RFC 7622), so every client and server can address them.
+fn account(config: &Config, jid: &str, new: bool) -> Result<BareJid, String> {
+    let bare = BareJid::new(jid).map_err(|e| format!("invalid JID {jid:?}: {e}"))?;
+    let Some(node) = bare.node() else {
+        return Err(format!("invalid JID {jid:?}: an account needs a user part (user@domain)"));
+    };
+    if !config.serves(bare.domain().as_str()) {
+        return Err(format!(
+            "domain {} is not served by this server (served: {})",
+            bare.domain(),
+            config.server.domains.join(", ")
+        ));
+    }
+    if new && !franca_proto::jidprep::valid_new_localpart(node.as_str()) {
+        return Err(format!("invalid JID {jid:?}: the user part is not allowed for new accounts"));
+    }
+    Ok(bare)
+}
+
+/// Read a password: from stdin when it is not a terminal (one line), otherwise prompted for
+/// twice without echo. Never from the command line, where other users could see it.
+fn read_password(prompt: &str) -> Result<String, String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt).map_err(|e| e.to_string())?;
+        let second = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        if first != second {
+            return Err("the passwords do not match".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    if password.len() > 1024 {
+        return Err("the password is longer than 1024 bytes".into());
+    }
+    Ok(password)
+}
