@@ -284,7 +284,12 @@ impl Server {
                 }
                 result
             }
-            Err(e) => e.to_iq_error(&id, to.as_str(), from.as_str()),
+            Err(e) => Element::new("iq", franca_proto::ns::NS_CLIENT)
+                .with_attr("type", "error")
+                .with_attr("id", id)
+                .with_attr("from", to.as_str())
+                .with_attr("to", from.as_str())
+                .with_child(e.to_element(franca_proto::ns::NS_CLIENT)),
         };
         self.route(reply).await;
     }

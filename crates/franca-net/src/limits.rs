@@ -183,13 +183,19 @@ fn account_key(account: &str) -> Option<Key> {
 }
 
 impl LoginLimiter {
-    /// `max_failures` failures (0 = never lock out) within `window` lock the IP or account out
-    /// for `lockout`. The window is also how long a failure is remembered.
-    pub fn new(max_failures: u32, window: Duration, lockout: Duration) -> LoginLimiter {
+    /// `max_failures` failures (0 = never lock out) within `lockout` lock the IP or account out
+    /// for `lockout` (the window and the lock-out are the same length).
+    pub fn new(max_failures: u32, lockout: Duration) -> LoginLimiter {
+        LoginLimiter::with_window(max_failures, lockout, lockout)
+    }
+
+    /// `max_failures` failures within `window` lock out for `lockout`. The window is also how
+    /// long a failure is remembered.
+    pub fn with_window(max_failures: u32, window: Duration, lockout: Duration) -> LoginLimiter {
         LoginLimiter::with_capacity(max_failures, window, lockout, DEFAULT_MAX_ENTRIES)
     }
 
-    /// Like [`new`](Self::new) with an explicit cap on tracked IPs + accounts (at least 1).
+    /// Like [`with_window`](Self::with_window) with an explicit cap on tracked IPs + accounts (at least 1).
     pub fn with_capacity(
         max_failures: u32,
         window: Duration,
@@ -211,8 +217,10 @@ impl LoginLimiter {
     /// From `[limits]`: `max_failed_logins` within `lockout_seconds`, locked out for
     /// `lockout_seconds`.
     pub fn from_config(limits: &franca_core::config::LimitsConfig) -> LoginLimiter {
-        let secs = Duration::from_secs(limits.lockout_seconds);
-        LoginLimiter::new(limits.max_failed_logins, secs, secs)
+        LoginLimiter::new(
+            limits.max_failed_logins,
+            Duration::from_secs(limits.lockout_seconds),
+        )
     }
 
     /// May `ip` try to log in to `account` now? `Err` carries the remaining lock-out.
@@ -239,19 +247,20 @@ impl LoginLimiter {
         }
     }
 
-    /// Record a failed login. Logs a warning when it starts a lock-out.
-    pub fn failed(&self, ip: IpAddr, account: &str) {
+    /// Record a failed login (`account` when the peer named one). Logs a warning when it starts
+    /// a lock-out.
+    pub fn failed(&self, ip: IpAddr, account: Option<&str>) {
         self.failed_at(ip, account, Instant::now())
     }
 
-    pub fn failed_at(&self, ip: IpAddr, account: &str, now: Instant) {
+    pub fn failed_at(&self, ip: IpAddr, account: Option<&str>, now: Instant) {
         if self.max_failures == 0 {
             return;
         }
         let ip = canonical(ip);
         let mut state = lock(&self.state);
         self.maybe_prune(&mut state, now);
-        for key in std::iter::once(Key::Ip(ip)).chain(account_key(account)) {
+        for key in std::iter::once(Key::Ip(ip)).chain(account.and_then(account_key)) {
             if let Some(until) = self.count_failure(&mut state, key.clone(), now) {
                 let secs = until.saturating_duration_since(now).as_secs();
                 match &key {
@@ -462,7 +471,7 @@ mod tests {
     }
 
     fn limiter() -> LoginLimiter {
-        LoginLimiter::new(3, Duration::from_secs(60), Duration::from_secs(300))
+        LoginLimiter::with_window(3, Duration::from_secs(60), Duration::from_secs(300))
     }
 
     #[test]
@@ -471,7 +480,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..3 {
             assert_eq!(l.check_at(A, &format!("u{i}@x"), t0), Ok(()));
-            l.failed_at(A, &format!("u{i}@x"), t0);
+            l.failed_at(A, Some(&format!("u{i}@x")), t0);
         }
         // Locked for any account from A, not from B.
         assert_eq!(
@@ -488,7 +497,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..3u8 {
             let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, i));
-            l.failed_at(ip, "victim@x", t0);
+            l.failed_at(ip, Some("victim@x"), t0);
         }
         let fresh = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
         assert_eq!(
@@ -502,9 +511,9 @@ mod tests {
     fn failures_outside_the_window_do_not_add_up() {
         let l = limiter();
         let t0 = Instant::now();
-        l.failed_at(A, "u@x", t0);
-        l.failed_at(A, "u@x", t0 + Duration::from_secs(10));
-        l.failed_at(A, "u@x", t0 + Duration::from_secs(61));
+        l.failed_at(A, Some("u@x"), t0);
+        l.failed_at(A, Some("u@x"), t0 + Duration::from_secs(10));
+        l.failed_at(A, Some("u@x"), t0 + Duration::from_secs(61));
         assert_eq!(l.check_at(A, "u@x", t0 + Duration::from_secs(61)), Ok(()));
     }
 
@@ -512,21 +521,21 @@ mod tests {
     fn success_clears_the_account_but_not_the_ip() {
         let l = limiter();
         let t0 = Instant::now();
-        l.failed_at(A, "u@x", t0);
-        l.failed_at(A, "u@x", t0);
+        l.failed_at(A, Some("u@x"), t0);
+        l.failed_at(A, Some("u@x"), t0);
         l.succeeded(A, "u@x");
-        l.failed_at(B, "u@x", t0);
+        l.failed_at(B, Some("u@x"), t0);
         assert_eq!(l.check_at(B, "u@x", t0), Ok(()), "account count was reset");
-        l.failed_at(A, "v@x", t0);
+        l.failed_at(A, Some("v@x"), t0);
         assert!(l.check_at(A, "", t0).is_err(), "IP count was kept");
     }
 
     #[test]
     fn zero_max_failures_never_locks() {
-        let l = LoginLimiter::new(0, Duration::from_secs(60), Duration::from_secs(60));
+        let l = LoginLimiter::new(0, Duration::from_secs(60));
         let t0 = Instant::now();
         for _ in 0..100 {
-            l.failed_at(A, "u@x", t0);
+            l.failed_at(A, Some("u@x"), t0);
         }
         assert_eq!(l.check_at(A, "u@x", t0), Ok(()));
         assert!(l.is_empty());
@@ -534,17 +543,18 @@ mod tests {
 
     #[test]
     fn memory_is_bounded() {
-        let l = LoginLimiter::with_capacity(3, Duration::from_secs(60), Duration::from_secs(60), 50);
+        let l =
+            LoginLimiter::with_capacity(3, Duration::from_secs(60), Duration::from_secs(60), 50);
         let t0 = Instant::now();
         for i in 0..1000u32 {
-            l.failed_at(A, &format!("user{i}@x"), t0);
+            l.failed_at(A, Some(&format!("user{i}@x")), t0);
         }
         assert!(l.len() <= 50, "len {}", l.len());
         // The locked IP survives eviction of unlocked account entries.
         assert!(l.check_at(A, "", t0).is_err());
         // Everything expires and is pruned on the next failure after a window.
         let later = t0 + Duration::from_secs(120);
-        l.failed_at(B, "", later);
+        l.failed_at(B, None, later);
         assert_eq!(l.len(), 1);
     }
 
@@ -554,7 +564,7 @@ mod tests {
         let long = "é".repeat(5000);
         let t0 = Instant::now();
         for _ in 0..3 {
-            l.failed_at(A, &long, t0);
+            l.failed_at(A, Some(&long), t0);
         }
         assert!(l.check_at(B, &long, t0).is_err());
     }

@@ -77,7 +77,10 @@ pub enum TlsError {
     #[error("cannot generate the self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("TLS configuration with certificate {path}: {source}")]
-    Rustls { path: PathBuf, source: rustls::Error },
+    Rustls {
+        path: PathBuf,
+        source: rustls::Error,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
@@ -103,8 +106,7 @@ pub fn load(config: &Config) -> Result<Tls, TlsError> {
     let (cert_file, key_file, self_signed) = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone(), false),
         _ => {
-            let (cert, key) =
-                ensure_self_signed(&config.server.data_dir, &config.server.domains)?;
+            let (cert, key) = ensure_self_signed(&config.server.data_dir, &config.server.domains)?;
             (cert, key, true)
         }
     };
@@ -218,7 +220,10 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
 fn tighten_key_mode(key: &Path) -> Result<(), TlsError> {
     let meta = std::fs::metadata(key).map_err(io_err(key))?;
     if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!("{} was readable by others; setting mode 0600", key.display());
+        tracing::warn!(
+            "{} was readable by others; setting mode 0600",
+            key.display()
+        );
         std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600))
             .map_err(io_err(key))?;
     }
@@ -314,17 +319,29 @@ mod tests {
         assert!(!first.end_point.is_empty());
 
         let second = load(&c).expect("second load");
-        assert_eq!(std::fs::read(data.join(SELF_SIGNED_CERT)).expect("cert"), cert1);
-        assert_eq!(std::fs::read(data.join(SELF_SIGNED_KEY)).expect("key"), key1);
+        assert_eq!(
+            std::fs::read(data.join(SELF_SIGNED_CERT)).expect("cert"),
+            cert1
+        );
+        assert_eq!(
+            std::fs::read(data.join(SELF_SIGNED_KEY)).expect("key"),
+            key1
+        );
         assert_eq!(second.end_point, first.end_point);
 
         // Same domains in another order: still reused.
         load(&config(&data, &["localhost", "example.org"])).expect("reorder");
-        assert_eq!(std::fs::read(data.join(SELF_SIGNED_CERT)).expect("cert"), cert1);
+        assert_eq!(
+            std::fs::read(data.join(SELF_SIGNED_CERT)).expect("cert"),
+            cert1
+        );
 
         // Domains changed: regenerated.
         let third = load(&config(&data, &["example.net"])).expect("third load");
-        assert_ne!(std::fs::read(data.join(SELF_SIGNED_CERT)).expect("cert"), cert1);
+        assert_ne!(
+            std::fs::read(data.join(SELF_SIGNED_CERT)).expect("cert"),
+            cert1
+        );
         assert_ne!(third.end_point, first.end_point);
     }
 
@@ -361,7 +378,10 @@ mod tests {
         assert!(err.contains("other.pem"), "{err}");
     }
 
-    fn client_config(tls: &Tls, versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<rustls::ClientConfig> {
+    fn client_config(
+        tls: &Tls,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for c in read_certs(&tls.cert_file).expect("certs") {
             roots.add(c).expect("add root");
@@ -383,7 +403,9 @@ mod tests {
         name: &str,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> (ChannelBinding, Option<Vec<u8>>, Vec<u8>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let acceptor = tls.acceptor.clone();
         let tls2 = tls.clone();
@@ -400,17 +422,21 @@ mod tests {
         let connector = tokio_rustls::TlsConnector::from(client_config(tls, versions));
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let server_name = rustls_pki_types::ServerName::try_from(name.to_owned()).expect("name");
-        let mut c = connector.connect(server_name, tcp).await.expect("client handshake");
+        let mut c = connector
+            .connect(server_name, tcp)
+            .await
+            .expect("client handshake");
         c.write_all(b"ping").await.expect("write");
         let mut buf = [0u8; 4];
         c.read_exact(&mut buf).await.expect("read");
         assert_eq!(&buf, b"ping");
         let conn = c.get_ref().1;
-        let exporter = (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)).then(|| {
-            conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None)
-                .expect("export")
-                .to_vec()
-        });
+        let exporter =
+            (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)).then(|| {
+                conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+                    .expect("export")
+                    .to_vec()
+            });
         let peer = conn.peer_certificates().expect("peer certs")[0].clone();
         let cb = server.await.expect("server task");
         (cb, exporter, tls_server_end_point(peer.as_ref()))

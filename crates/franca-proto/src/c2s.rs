@@ -10,9 +10,7 @@
 //! → restart → resource binding (§7) → stanzas.
 
 use crate::errors::StreamError;
-use crate::ns::{
-    NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STANZAS, NS_STREAMS, NS_TLS,
-};
+use crate::ns::{NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STANZAS, NS_STREAMS, NS_TLS};
 use crate::sasl::{
     self, CB_TLS_EXPORTER, CB_TLS_SERVER_END_POINT, ChannelBinding, Mechanism, SaslError,
     ScramHash, ScramKeys, ScramServer,
@@ -97,6 +95,8 @@ pub struct C2sStream {
     sasl: Option<Sasl>,
     /// The account whose SCRAM exchange is in progress.
     pending_account: Option<String>,
+    /// A mechanism chosen without an initial response, waiting for it.
+    awaiting_initial: Option<Mechanism>,
     /// The id of the bind request being answered.
     bind_id: String,
     pending: VecDeque<Action>,
@@ -117,6 +117,7 @@ impl C2sStream {
             account: None,
             sasl: None,
             pending_account: None,
+            awaiting_initial: None,
             bind_id: String::new(),
             pending: VecDeque::new(),
         }
@@ -191,17 +192,26 @@ impl C2sStream {
             Some(d) if self.config.domains.iter().any(|s| *s == d) => d,
             Some(_) => {
                 self.open_header(self.config.domains.first().cloned().unwrap_or_default());
-                return self.fail(StreamError::HostUnknown, Some("this server does not serve that domain"));
+                return self.fail(
+                    StreamError::HostUnknown,
+                    Some("this server does not serve that domain"),
+                );
             }
             None => {
                 self.open_header(self.config.domains.first().cloned().unwrap_or_default());
-                return self.fail(StreamError::HostUnknown, Some("the stream header needs a 'to'"));
+                return self.fail(
+                    StreamError::HostUnknown,
+                    Some("the stream header needs a 'to'"),
+                );
             }
         };
         if let Some(d) = &self.domain {
             if *d != domain {
                 self.open_header(d.clone());
-                return self.fail(StreamError::HostUnknown, Some("the domain changed on restart"));
+                return self.fail(
+                    StreamError::HostUnknown,
+                    Some("the domain changed on restart"),
+                );
             }
         }
         self.domain = Some(domain.clone());
@@ -239,7 +249,10 @@ impl C2sStream {
         if self.account.is_some() {
             f.push(Element::new("bind", NS_BIND));
             // RFC 3921 sessions: some older clients still ask; it is a no-op (RFC 6121 App. E).
-            f.push(Element::new("session", NS_SESSION).with_child(Element::new("optional", NS_SESSION)));
+            f.push(
+                Element::new("session", NS_SESSION)
+                    .with_child(Element::new("optional", NS_SESSION)),
+            );
             for extra in &self.config.session_features {
                 f.push(extra.clone());
             }
@@ -305,7 +318,10 @@ impl C2sStream {
                 } else if el.ns == NS_CLIENT {
                     self.fail(StreamError::UnsupportedStanzaType, None);
                 } else {
-                    self.fail(StreamError::UnsupportedStanzaType, Some("unknown top-level element"));
+                    self.fail(
+                        StreamError::UnsupportedStanzaType,
+                        Some("unknown top-level element"),
+                    );
                 }
             }
             // Requests outstanding or closed: `next_action` does not read in these states.
@@ -316,7 +332,10 @@ impl C2sStream {
     fn negotiation_element(&mut self, el: Element) {
         if el.is("starttls", NS_TLS) {
             if self.tls || self.state != State::Negotiating {
-                return self.fail(StreamError::PolicyViolation, Some("TLS is already negotiated"));
+                return self.fail(
+                    StreamError::PolicyViolation,
+                    Some("TLS is already negotiated"),
+                );
             }
             self.write(Element::new("proceed", NS_TLS).to_xml_in(NS_CLIENT));
             self.pending.push_back(Action::StartTls);
@@ -344,6 +363,7 @@ impl C2sStream {
             ("response", State::SaslChallenge) => self.sasl_response(&el),
             ("abort", _) => {
                 self.sasl = None;
+                self.awaiting_initial = None;
                 self.state = State::Negotiating;
                 self.sasl_failure(SaslError::Aborted, None);
             }
@@ -363,30 +383,40 @@ impl C2sStream {
         let Some(mech) = mech.filter(|m| self.mechanisms().contains(m)) else {
             return self.sasl_failure(SaslError::InvalidMechanism, None);
         };
-        let payload = match sasl::decode_payload(&el.text()) {
+        let text = el.text();
+        if text.trim().is_empty() {
+            // No initial response (RFC 6120 §6.4.2): an empty challenge asks for it.
+            self.awaiting_initial = Some(mech);
+            self.state = State::SaslChallenge;
+            self.write(Element::new("challenge", NS_SASL).to_xml_in(NS_CLIENT));
+            return;
+        }
+        self.start_mechanism(mech, &text);
+    }
+
+    fn start_mechanism(&mut self, mech: Mechanism, text: &str) {
+        self.state = State::Negotiating;
+        let payload = match sasl::decode_payload(text) {
             Ok(p) => p,
             Err(e) => return self.sasl_failure(e, None),
         };
         let domain = self.domain.clone().unwrap_or_default();
         match mech.hash() {
-            Some(_) if mech != Mechanism::Plain => {
+            Some(hash) if mech != Mechanism::Plain => {
                 let cb = self.cb.as_deref().cloned().unwrap_or_default();
                 let offered: Vec<&str> = self.mechanisms().iter().map(|m| m.name()).collect();
                 let ssdp = Some(sasl::ssdp_value(&offered, &self.cb_types()));
-                let mut scram = Box::new(ScramServer::new(mech, cb, self.tls, ssdp));
-                match scram.client_first(&payload) {
-                    Ok(first) => match account_of(&first.username, &domain)
-                        .and_then(|acct| {
-                            sasl::check_authzid(first.authzid.as_deref(), &first.username, &domain)
-                                .map(|()| acct)
-                        }) {
-                        Ok(account) => {
-                            let hash = scram.hash();
-                            self.sasl = Some(Sasl::Scram(scram));
-                            self.request_credentials(account, hash);
-                        }
-                        Err(e) => self.sasl_failure(e, None),
-                    },
+                let started = ScramServer::new(mech, cb, self.tls, ssdp).and_then(|mut scram| {
+                    let first = scram.client_first(&payload)?;
+                    let account = account_of(&first.username, &domain)?;
+                    sasl::check_authzid(first.authzid.as_deref(), &first.username, &domain)?;
+                    Ok((scram, account))
+                });
+                match started {
+                    Ok((scram, account)) => {
+                        self.sasl = Some(Sasl::Scram(Box::new(scram)));
+                        self.request_credentials(account, hash);
+                    }
                     Err(e) => self.sasl_failure(e, None),
                 }
             }
@@ -411,7 +441,8 @@ impl C2sStream {
     fn request_credentials(&mut self, account: String, hash: ScramHash) {
         self.account = None;
         self.state = State::AwaitCredentials;
-        self.pending.push_back(Action::Credentials { account, hash });
+        self.pending
+            .push_back(Action::Credentials { account, hash });
     }
 
     /// The answer to [`Action::Credentials`]: the account's keys, or `None` if it has none.
@@ -420,13 +451,18 @@ impl C2sStream {
             return;
         }
         match self.sasl.take() {
-            Some(Sasl::Scram(mut scram)) => {
-                let challenge = scram.server_first(keys);
-                self.sasl = Some(Sasl::Scram(scram));
-                self.state = State::SaslChallenge;
-                self.write(sasl_payload("challenge", &challenge));
-                self.pending_account = Some(account.to_owned());
-            }
+            Some(Sasl::Scram(mut scram)) => match scram.server_first(keys) {
+                Ok(challenge) => {
+                    self.sasl = Some(Sasl::Scram(scram));
+                    self.state = State::SaslChallenge;
+                    self.write(sasl_payload("challenge", &challenge));
+                    self.pending_account = Some(account.to_owned());
+                }
+                Err(e) => {
+                    self.state = State::Negotiating;
+                    self.sasl_failure(e, None);
+                }
+            },
             Some(Sasl::Plain { password }) => {
                 self.state = State::Negotiating;
                 let ok = keys.is_some_and(|k| sasl::plain_verify(&password, &k));
@@ -454,6 +490,9 @@ impl C2sStream {
     }
 
     fn sasl_response(&mut self, el: &Element) {
+        if let Some(mech) = self.awaiting_initial.take() {
+            return self.start_mechanism(mech, &el.text());
+        }
         let Some(Sasl::Scram(mut scram)) = self.sasl.take() else {
             self.state = State::Negotiating;
             return self.sasl_failure(SaslError::MalformedRequest("no exchange in progress"), None);
@@ -502,7 +541,10 @@ impl C2sStream {
             return self.fail(StreamError::NotAuthorized, Some("bind a resource first"));
         }
         let id = el.attr("id").unwrap_or_default().to_owned();
-        if let Some(bind) = el.child("bind", NS_BIND).filter(|_| el.attr("type") == Some("set")) {
+        if let Some(bind) = el
+            .child("bind", NS_BIND)
+            .filter(|_| el.attr("type") == Some("set"))
+        {
             let resource = bind
                 .child("resource", NS_BIND)
                 .map(Element::text)
@@ -637,4 +679,350 @@ fn stream_id() -> String {
     use rand::Rng;
     let n: u128 = rand::thread_rng().r#gen();
     format!("{n:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    //! Transcript tests, named after the RFC 6120 sections whose rules they check.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>";
+
+    fn config(allow_plaintext: bool) -> std::sync::Arc<C2sConfig> {
+        std::sync::Arc::new(C2sConfig {
+            domains: vec!["example.org".into()],
+            allow_plaintext,
+            limits: Limits {
+                max_stanza_bytes: 4096,
+                max_depth: 8,
+                max_attrs: 8,
+            },
+            register_feature: None,
+            session_features: vec![],
+        })
+    }
+
+    fn tls_binding() -> ChannelBinding {
+        ChannelBinding {
+            tls_exporter: Some(vec![7; 32]),
+            tls_server_end_point: Some(vec![9; 32]),
+        }
+    }
+
+    /// Feed `input` and collect actions until the stream needs more.
+    fn run(s: &mut C2sStream, input: &str) -> Vec<Action> {
+        let mut bytes = input.as_bytes();
+        let mut out = Vec::new();
+        while let Some(a) = s.next_action(&mut bytes) {
+            out.push(a);
+        }
+        out
+    }
+
+    fn written(actions: &[Action]) -> String {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn keys(password: &str) -> ScramKeys {
+        sasl::derive_keys(ScramHash::Sha256, password, b"saltsaltsaltsalt", 4096)
+    }
+
+    /// A SCRAM-SHA-256 client, enough to drive the server through RFC 7677's steps.
+    fn scram_client(s: &mut C2sStream, password: &str, gs2: &str, cb_data: &[u8]) -> Vec<Action> {
+        let mech = if gs2.starts_with('p') {
+            "SCRAM-SHA-256-PLUS"
+        } else {
+            "SCRAM-SHA-256"
+        };
+        let first_bare = "n=juliet,r=clientnonce";
+        let auth = format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{}</auth>",
+            B64.encode(format!("{gs2}{first_bare}"))
+        );
+        let actions = run(s, &auth);
+        assert!(
+            matches!(actions.last(), Some(Action::Credentials { account, hash: ScramHash::Sha256 }) if account == "juliet@example.org"),
+            "{actions:?}"
+        );
+        let actions = {
+            s.provide_credentials("juliet@example.org", Some(keys(password)));
+            run(s, "")
+        };
+        let challenge = written(&actions);
+        let b64 = challenge
+            .split('>')
+            .nth(1)
+            .and_then(|t| t.split('<').next())
+            .unwrap();
+        let server_first = String::from_utf8(B64.decode(b64).unwrap()).unwrap();
+        let nonce = server_first
+            .split(',')
+            .find_map(|p| p.strip_prefix("r="))
+            .unwrap();
+        let mut cbind = gs2.as_bytes().to_vec();
+        cbind.extend_from_slice(cb_data);
+        let without_proof = format!("c={},r={nonce}", B64.encode(&cbind));
+        let auth_message = format!("{first_bare},{server_first},{without_proof}");
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), b"saltsaltsaltsalt", 4096, &mut salted);
+        let mut mac = Hmac::<Sha256>::new_from_slice(&salted).unwrap();
+        mac.update(b"Client Key");
+        let client_key = mac.finalize().into_bytes();
+        let stored_key = Sha256::digest(client_key);
+        let mut mac = Hmac::<Sha256>::new_from_slice(&stored_key).unwrap();
+        mac.update(auth_message.as_bytes());
+        let signature = mac.finalize().into_bytes();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let response = format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            B64.encode(format!("{without_proof},p={}", B64.encode(proof)))
+        );
+        run(s, &response)
+    }
+
+    #[test]
+    fn rfc6120_5_3_1_starttls_is_required_and_offered_alone() {
+        let mut s = C2sStream::new(config(false), None);
+        let out = written(&run(&mut s, HEADER));
+        assert!(out.contains("<stream:stream"), "{out}");
+        assert!(
+            out.contains(
+                "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("mechanisms"), "{out}");
+        // SASL before TLS is refused.
+        let out = written(&run(
+            &mut s,
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGp1bGlldABy</auth>",
+        ));
+        assert!(out.contains("<encryption-required/>"), "{out}");
+    }
+
+    #[test]
+    fn rfc6120_5_4_3_3_plaintext_after_starttls_is_left_for_the_transport_to_discard() {
+        let mut s = C2sStream::new(config(false), None);
+        run(&mut s, HEADER);
+        let injected =
+            "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><iq type='get' id='evil'/>";
+        let mut bytes = injected.as_bytes();
+        let mut actions = Vec::new();
+        while let Some(a) = s.next_action(&mut bytes) {
+            let stop = matches!(a, Action::StartTls);
+            actions.push(a);
+            if stop {
+                break;
+            }
+        }
+        assert!(written(&actions).contains("<proceed"));
+        assert!(matches!(actions.last(), Some(Action::StartTls)));
+        // The injected IQ was not parsed: it is still in the buffer the transport throws away.
+        assert_eq!(bytes, b"<iq type='get' id='evil'/>");
+        s.tls_established(tls_binding());
+        let out = written(&run(&mut s, HEADER));
+        assert!(out.contains("SCRAM-SHA-256-PLUS"), "{out}");
+        assert!(
+            out.contains("<channel-binding type='tls-exporter'/>"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn rfc6120_6_scram_sha_256_login_then_7_bind() {
+        let mut s = C2sStream::new(config(false), Some(tls_binding()));
+        run(&mut s, HEADER);
+        let actions = scram_client(&mut s, "secret", "n,,", b"");
+        assert!(written(&actions).contains("<success"), "{actions:?}");
+        assert!(actions.iter().any(
+            |a| matches!(a, Action::Authenticated { account } if account == "juliet@example.org")
+        ));
+        assert_eq!(s.account(), Some("juliet@example.org"));
+        // §6.4.6: the stream restarts; bind is offered.
+        let out = written(&run(&mut s, HEADER));
+        assert!(
+            out.contains("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"),
+            "{out}"
+        );
+        let actions = run(
+            &mut s,
+            "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>balcony</resource></bind></iq>",
+        );
+        assert!(
+            matches!(actions.last(), Some(Action::Bind { resource: Some(r) }) if r == "balcony")
+        );
+        s.bound(Ok("juliet@example.org/balcony"));
+        let out = written(&run(&mut s, ""));
+        assert!(
+            out.contains("<jid>juliet@example.org/balcony</jid>"),
+            "{out}"
+        );
+        assert!(s.is_established());
+        let actions = run(
+            &mut s,
+            "<message to='romeo@example.org'><body>hi</body></message>",
+        );
+        assert!(matches!(&actions[..], [Action::Stanza(m)] if m.name == "message"));
+    }
+
+    #[test]
+    fn rfc6120_6_wrong_scram_password_is_not_authorized() {
+        let mut s = C2sStream::new(config(false), Some(tls_binding()));
+        run(&mut s, HEADER);
+        let mut actions = Vec::new();
+        // The client computes its proof from another password than the stored keys.
+        let mut auth = run(
+            &mut s,
+            &format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+                B64.encode("n,,n=juliet,r=abc")
+            ),
+        );
+        actions.append(&mut auth);
+        s.provide_credentials("juliet@example.org", Some(keys("right")));
+        let challenge = written(&run(&mut s, ""));
+        let b64 = challenge.split('>').nth(1).and_then(|t| t.split('<').next()).unwrap();
+        let server_first = String::from_utf8(B64.decode(b64).unwrap()).unwrap();
+        let nonce = server_first.split(',').find_map(|p| p.strip_prefix("r=")).unwrap();
+        let proof = B64.encode([0u8; 32]);
+        let out = run(
+            &mut s,
+            &format!(
+                "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+                B64.encode(format!("c=biws,r={nonce},p={proof}"))
+            ),
+        );
+        assert!(written(&out).contains("<not-authorized/>"), "{out:?}");
+        assert!(out.iter().any(|a| matches!(a, Action::AuthFailed { .. })));
+        assert_eq!(s.account(), None);
+    }
+
+    #[test]
+    fn rfc5802_6_scram_plus_with_tls_exporter_binding() {
+        let mut s = C2sStream::new(config(false), Some(tls_binding()));
+        run(&mut s, HEADER);
+        let actions = scram_client(&mut s, "secret", "p=tls-exporter,,", &[7; 32]);
+        assert!(written(&actions).contains("<success"), "{actions:?}");
+    }
+
+    #[test]
+    fn rfc5802_6_scram_plus_with_another_channel_fails() {
+        let mut s = C2sStream::new(config(false), Some(tls_binding()));
+        run(&mut s, HEADER);
+        let actions = scram_client(&mut s, "secret", "p=tls-exporter,,", &[8; 32]);
+        assert!(
+            written(&actions).contains("<not-authorized/>"),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn rfc6120_6_plain_over_tls() {
+        let mut s = C2sStream::new(config(false), Some(tls_binding()));
+        run(&mut s, HEADER);
+        let actions = run(
+            &mut s,
+            &format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+                B64.encode("\0juliet\0secret")
+            ),
+        );
+        assert!(matches!(actions.last(), Some(Action::Credentials { .. })));
+        s.provide_credentials("juliet@example.org", Some(keys("secret")));
+        let out = written(&run(&mut s, ""));
+        assert!(out.contains("<success"), "{out}");
+    }
+
+    #[test]
+    fn rfc6120_4_9_3_6_unknown_host() {
+        let mut s = C2sStream::new(config(false), None);
+        let out = written(&run(
+            &mut s,
+            &HEADER.replace("example.org", "other.example"),
+        ));
+        assert!(out.contains("<host-unknown"), "{out}");
+        assert!(out.ends_with("</stream:stream>"));
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn rfc6120_4_9_3_25_unsupported_version() {
+        let mut s = C2sStream::new(config(false), None);
+        let out = written(&run(
+            &mut s,
+            &HEADER.replace("to='example.org' version='1.0'", "to='example.org' version='0.9'"),
+        ));
+        assert!(out.contains("<unsupported-version"), "{out}");
+    }
+
+    #[test]
+    fn rfc6120_4_9_3_12_stanza_before_authentication_is_not_authorized() {
+        let mut s = C2sStream::new(config(true), None);
+        run(&mut s, HEADER);
+        let out = written(&run(
+            &mut s,
+            "<message to='a@example.org'><body>x</body></message>",
+        ));
+        assert!(out.contains("<not-authorized"), "{out}");
+    }
+
+    #[test]
+    fn rfc6120_13_12_oversized_stanza_is_a_policy_violation() {
+        let mut s = C2sStream::new(config(true), None);
+        run(&mut s, HEADER);
+        let big = format!("<message><body>{}</body></message>", "x".repeat(5000));
+        let out = written(&run(&mut s, &big));
+        assert!(out.contains("<policy-violation"), "{out}");
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn rfc6120_11_1_restricted_xml_closes_the_stream() {
+        let mut s = C2sStream::new(config(true), None);
+        run(&mut s, HEADER);
+        let out = written(&run(&mut s, "<?evil pi?>"));
+        assert!(
+            out.contains("<restricted-xml") || out.contains("<not-well-formed"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn rfc6120_7_7_2_bind_without_resource_asks_the_transport_to_pick() {
+        let mut s = C2sStream::new(config(false), Some(tls_binding()));
+        run(&mut s, HEADER);
+        scram_client(&mut s, "secret", "n,,", b"");
+        run(&mut s, HEADER);
+        let actions = run(
+            &mut s,
+            "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+        );
+        assert!(matches!(
+            actions.last(),
+            Some(Action::Bind { resource: None })
+        ));
+        s.bound(Err("conflict"));
+        let out = written(&run(&mut s, ""));
+        assert!(
+            out.contains("<conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"),
+            "{out}"
+        );
+    }
 }

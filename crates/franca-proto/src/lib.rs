@@ -2,6 +2,7 @@
 //! elements, with no sockets, timers or async runtime, so they are tested deterministically in
 //! memory (DESIGN §2).
 //!
+//! * [`c2s`] — the client-to-server stream negotiation state machine (RFC 6120 §4-§7).
 //! * [`ns`] — namespace names of RFC 6120/6121 and the XEPs the server implements.
 //! * [`errors`] — stream errors (RFC 6120 §4.9) and stanza errors (RFC 6120 §8.3), and the
 //!   error-reply rules of §8.3.1.
@@ -11,6 +12,7 @@
 //! * [`jidprep`] — localpart and bare-JID preparation (RFC 6122 stringprep via the `jid`
 //!   crate, RFC 7622 / RFC 8265 PRECIS).
 
+pub mod c2s;
 pub mod errors;
 pub mod jidprep;
 pub mod ns;

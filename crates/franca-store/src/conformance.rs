@@ -91,7 +91,11 @@ async fn accounts(store: &dyn Store) {
         assert_eq!(ok!(store.credentials(alice, &c.hash)).as_ref(), Some(c));
     }
     assert_eq!(ok!(store.credentials(alice, "SHA-384")), None);
-    assert_eq!(ok!(store.credentials(alice, "sha-256")), None, "hash names are exact");
+    assert_eq!(
+        ok!(store.credentials(alice, "sha-256")),
+        None,
+        "hash names are exact"
+    );
 
     // Duplicate: refused, and the original credentials are untouched.
     err!(
@@ -165,7 +169,10 @@ async fn accounts(store: &dyn Store) {
     );
     // The name is free again, with fresh credentials.
     ok!(store.create_user(alice, &[creds("SHA-1", 5, 1)]));
-    assert_eq!(ok!(store.credentials(alice, "SHA-1")), Some(creds("SHA-1", 5, 1)));
+    assert_eq!(
+        ok!(store.credentials(alice, "SHA-1")),
+        Some(creds("SHA-1", 5, 1))
+    );
     assert_eq!(ok!(store.credentials(alice, "SHA-256")), None);
 
     for u in [
@@ -190,7 +197,11 @@ fn full_item(jid: &str) -> RosterItem {
             "<presence xmlns='jabber:client' from='bob@b.example' type='subscribe'/>".to_owned(),
         ),
         approved: true,
-        groups: vec!["Work".to_owned(), "Friends".to_owned(), "Ünïcode ✓".to_owned()],
+        groups: vec![
+            "Work".to_owned(),
+            "Friends".to_owned(),
+            "Ünïcode ✓".to_owned(),
+        ],
         hidden: true,
     }
 }
@@ -318,7 +329,10 @@ async fn roster_versions_are_per_user(store: &dyn Store) {
         ok!(store.put_roster_item(a, &item));
     }
     let (vb2, items_b) = ok!(store.roster(b));
-    assert_eq!(vb, vb2, "another account's changes leave this version alone");
+    assert_eq!(
+        vb, vb2,
+        "another account's changes leave this version alone"
+    );
     assert!(items_b.is_empty(), "items belong to one account");
     assert_eq!(ok!(store.roster_item(b, "c0@b.example")), None);
     // Concurrent changes of one roster each get their own, distinct version.
@@ -360,8 +374,14 @@ async fn offline(store: &dyn Store) {
     for i in 0..3 {
         ok!(store.push_offline(u, 1_700_000_000_000_000 + i as i64, &xml(i), 3));
     }
-    err!(store.push_offline(u, 9, &xml(9), 3), StoreError::QuotaExceeded);
-    err!(store.push_offline(other, 9, &xml(9), 0), StoreError::QuotaExceeded);
+    err!(
+        store.push_offline(u, 9, &xml(9), 3),
+        StoreError::QuotaExceeded
+    );
+    err!(
+        store.push_offline(other, 9, &xml(9), 0),
+        StoreError::QuotaExceeded
+    );
     assert_eq!(ok!(store.offline_count(u)), 3);
 
     // Oldest first, with stamp and XML exactly as stored; reading does not remove.
@@ -379,7 +399,11 @@ async fn offline(store: &dyn Store) {
     let theirs = ok!(store.offline(other));
     assert_eq!(theirs.len(), 1);
     ok!(store.delete_offline(u, &[theirs[0].id]));
-    assert_eq!(ok!(store.offline(other)), theirs, "delete is scoped to the account");
+    assert_eq!(
+        ok!(store.offline(other)),
+        theirs,
+        "delete is scoped to the account"
+    );
 
     // Delete by id; unknown ids and an empty list are fine.
     ok!(store.delete_offline(u, &[msgs[0].id, msgs[1].id, i64::MAX]));
@@ -529,10 +553,7 @@ async fn last_activity(store: &dyn Store) {
 
 /// Give `u` something in every kind of storage.
 async fn fill(store: &dyn Store, u: &str) {
-    ok!(store.create_user(
-        u,
-        &[creds("SHA-1", 1, 4096), creds("SHA-256", 2, 4096)]
-    ));
+    ok!(store.create_user(u, &[creds("SHA-1", 1, 4096), creds("SHA-256", 2, 4096)]));
     ok!(store.put_roster_item(u, &full_item("friend@b.example")));
     ok!(store.put_roster_item(
         u,
@@ -557,9 +578,17 @@ async fn fill(store: &dyn Store, u: &str) {
 
 async fn assert_nothing_stored(store: &dyn Store, u: &str) {
     assert_eq!(ok!(store.credentials(u, "SHA-1")), None, "{u}: credentials");
-    assert_eq!(ok!(store.credentials(u, "SHA-256")), None, "{u}: credentials");
+    assert_eq!(
+        ok!(store.credentials(u, "SHA-256")),
+        None,
+        "{u}: credentials"
+    );
     assert!(ok!(store.roster(u)).1.is_empty(), "{u}: roster");
-    assert_eq!(ok!(store.roster_item(u, "friend@b.example")), None, "{u}: roster item");
+    assert_eq!(
+        ok!(store.roster_item(u, "friend@b.example")),
+        None,
+        "{u}: roster item"
+    );
     assert!(ok!(store.offline(u)).is_empty(), "{u}: offline");
     assert_eq!(ok!(store.offline_count(u)), 0, "{u}: offline count");
     assert_eq!(ok!(store.vcard(u)), None, "{u}: vcard");

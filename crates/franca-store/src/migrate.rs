@@ -91,13 +91,16 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
         if applied.iter().any(|(v, _)| *v == m.version) {
             continue;
         }
-        tracing::info!(version = m.version, name = m.name, "applying storage migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applying storage migration"
+        );
         // raw_sql: a migration file holds several statements, which PostgreSQL only accepts
         // through the simple query protocol.
-        sqlx::raw_sql(m.sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::Database(format!("migration {} {}: {e}", m.version, m.name)))?;
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| {
+            StoreError::Database(format!("migration {} {}: {e}", m.version, m.name))
+        })?;
         sqlx::query("INSERT INTO franca_schema (version, name, applied_us) VALUES ($1, $2, $3)")
             .bind(m.version)
             .bind(m.name)
@@ -122,12 +125,16 @@ mod tests {
     use super::*;
 
     fn on_disk(dir: &str) -> Vec<(i64, String)> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dir);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dir);
         let mut out: Vec<(i64, String)> = std::fs::read_dir(path)
             .unwrap()
             .map(|e| {
                 let file = e.unwrap().file_name().into_string().unwrap();
-                let stem = file.strip_suffix(".sql").expect("only .sql files in migrations/");
+                let stem = file
+                    .strip_suffix(".sql")
+                    .expect("only .sql files in migrations/");
                 let (num, name) = stem.split_once('_').expect("NNNN_name.sql");
                 assert_eq!(num.len(), 4, "{file}: four-digit version");
                 (num.parse().unwrap(), name.to_owned())
@@ -138,7 +145,9 @@ mod tests {
     }
 
     fn listed(list: &[Migration]) -> Vec<(i64, String)> {
-        list.iter().map(|m| (m.version, m.name.to_owned())).collect()
+        list.iter()
+            .map(|m| (m.version, m.name.to_owned()))
+            .collect()
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
 /// Map a foreign-key violation (a row for an account that does not exist) to `UnknownUser`.
 fn db_for(user: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| {
-        if e.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) {
+        if e.as_database_error()
+            .is_some_and(|d| d.is_foreign_key_violation())
+        {
             StoreError::UnknownUser(user.to_owned())
         } else {
             db(e)
@@ -107,8 +109,7 @@ fn sqlite_target(url: &str) -> Result<Option<SqliteTarget>> {
     if rest.is_empty() || rest.contains('?') || rest.contains('#') {
         return Err(StoreError::BadUrl(url.to_owned()));
     }
-    let path =
-        std::path::absolute(rest).map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+    let path = std::path::absolute(rest).map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
     Ok(Some(SqliteTarget::File(path)))
 }
 
@@ -572,11 +573,12 @@ impl Store for SqlStore {
         // one below quota must not both be stored.
         let mut tx = self.begin().await?;
         self.lock_user(&mut tx, user).await?;
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offline_messages WHERE user_jid = $1")
-            .bind(user)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM offline_messages WHERE user_jid = $1")
+                .bind(user)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
         if count >= i64::from(quota) {
             tx.rollback().await.map_err(db)?;
             return Err(StoreError::QuotaExceeded);
@@ -774,10 +776,19 @@ mod tests {
             sqlite_target("sqlite:///var/lib/franca/f.db").unwrap(),
             Some(SqliteTarget::File(PathBuf::from("/var/lib/franca/f.db")))
         );
-        assert_eq!(sqlite_target("sqlite::memory:").unwrap(), Some(SqliteTarget::Memory));
+        assert_eq!(
+            sqlite_target("sqlite::memory:").unwrap(),
+            Some(SqliteTarget::Memory)
+        );
         assert_eq!(sqlite_target("postgres://x/y").unwrap(), None);
-        assert!(matches!(sqlite_target("sqlite://"), Err(StoreError::BadUrl(_))));
-        assert!(matches!(sqlite_target("sqlite://a.db?mode=ro"), Err(StoreError::BadUrl(_))));
+        assert!(matches!(
+            sqlite_target("sqlite://"),
+            Err(StoreError::BadUrl(_))
+        ));
+        assert!(matches!(
+            sqlite_target("sqlite://a.db?mode=ro"),
+            Err(StoreError::BadUrl(_))
+        ));
     }
 
     #[test]

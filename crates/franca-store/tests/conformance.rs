@@ -88,11 +88,17 @@ async fn two_stores_write_concurrently(a: &dyn Store, b: &dyn Store) {
         async move {
             let user = format!("u{i:02}@a.example");
             store.create_user(&user, &[]).await.unwrap();
-            store.push_offline(&user, i, "<message/>", 10).await.unwrap();
+            store
+                .push_offline(&user, i, "<message/>", 10)
+                .await
+                .unwrap();
         }
     });
     futures_util::future::join_all(writes).await;
-    println!("two stores, 40 concurrent create+push: {:?}", started.elapsed());
+    println!(
+        "two stores, 40 concurrent create+push: {:?}",
+        started.elapsed()
+    );
     let users = a.list_users(Some("a.example")).await.unwrap();
     assert_eq!(users.len(), 40);
     assert_eq!(b.list_users(None).await.unwrap(), users);
@@ -104,7 +110,13 @@ async fn two_stores_write_concurrently(a: &dyn Store, b: &dyn Store) {
 
 #[tokio::test]
 async fn bad_urls() {
-    for url in ["", "mysql://localhost/franca", "franca.db", "sqlite://", "sqlite://x.db?mode=ro"] {
+    for url in [
+        "",
+        "mysql://localhost/franca",
+        "franca.db",
+        "sqlite://",
+        "sqlite://x.db?mode=ro",
+    ] {
         match open(url).await {
             Err(StoreError::BadUrl(_)) => {}
             Err(e) => panic!("{url:?}: expected BadUrl, got {e}"),
@@ -202,11 +214,10 @@ async fn postgres_conformance() {
         store.close().await;
 
         let mut conn = PgConnection::connect(&url).await.unwrap();
-        let versions: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM franca_schema ORDER BY 1")
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
+        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM franca_schema ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(versions, [1]);
     })
     .await;

@@ -3,6 +3,8 @@
 //! Output uses single-quoted attributes and declares namespaces with a default `xmlns`
 //! only where the namespace changes, which is what XMPP peers expect inside a stream.
 
+use std::fmt::Write as _;
+
 use crate::element::{Element, Node};
 
 /// The namespace of the `<stream:stream>` element (RFC 6120 §4.8.1).
@@ -105,13 +107,14 @@ impl Element {
                         Some(i) => i,
                         None => {
                             prefixes.push(uri);
-                            out.push_str(&format!("xmlns:ns{}='", prefixes.len() - 1));
+                            // Writing to a String cannot fail.
+                            let _ = write!(out, "xmlns:ns{}='", prefixes.len() - 1);
                             escape_attr(uri, out);
                             out.push_str("' ");
                             prefixes.len() - 1
                         }
                     };
-                    out.push_str(&format!("ns{idx}:{local}"));
+                    let _ = write!(out, "ns{idx}:{local}");
                 }
                 Some((_, local)) => out.push_str(local),
                 None => out.push_str(k),

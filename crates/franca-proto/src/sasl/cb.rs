@@ -249,7 +249,12 @@ mod tests {
 
     #[test]
     fn garbage_falls_back_to_sha256() {
-        for junk in [&b""[..], b"\x30", b"\x30\x84\xff\xff\xff\xff", b"hello world"] {
+        for junk in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x84\xff\xff\xff\xff",
+            b"hello world",
+        ] {
             assert_eq!(tls_server_end_point(junk), Sha256::digest(junk).to_vec());
         }
     }

@@ -180,7 +180,8 @@ impl SaslError {
     /// `<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><condition/>[<text/>]</failure>`
     /// (RFC 6120 §6.4.5).
     pub fn to_failure_element(&self, text: Option<&str>) -> Element {
-        let mut f = Element::new("failure", NS_SASL).with_child(Element::new(self.condition(), NS_SASL));
+        let mut f =
+            Element::new("failure", NS_SASL).with_child(Element::new(self.condition(), NS_SASL));
         if let Some(t) = text {
             f.push(
                 Element::new("text", NS_SASL)
@@ -194,7 +195,9 @@ impl SaslError {
 
 /// Decodes the character data of `<auth/>`, `<response/>` (RFC 6120 §6.4.2): a single `=`
 /// means an empty response; whitespace is ignored; anything not base64 is
-/// [`SaslError::IncorrectEncoding`].
+/// [`SaslError::IncorrectEncoding`]. An empty string also decodes to no bytes: a caller that
+/// must tell "no initial response" (empty `<auth/>`) from "empty initial response" (`=`) checks
+/// the text before calling.
 pub fn decode_payload(text: &str) -> Result<Vec<u8>, SaslError> {
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if compact == "=" {
@@ -260,20 +263,35 @@ mod tests {
     #[test]
     fn rfc6120_6_5_conditions() {
         assert_eq!(SaslError::NotAuthorized.condition(), "not-authorized");
-        assert_eq!(SaslError::ChannelBindingDowngrade.condition(), "not-authorized");
-        assert_eq!(SaslError::MalformedRequest("x").condition(), "malformed-request");
-        assert_eq!(SaslError::IncorrectEncoding.condition(), "incorrect-encoding");
+        assert_eq!(
+            SaslError::ChannelBindingDowngrade.condition(),
+            "not-authorized"
+        );
+        assert_eq!(
+            SaslError::MalformedRequest("x").condition(),
+            "malformed-request"
+        );
+        assert_eq!(
+            SaslError::IncorrectEncoding.condition(),
+            "incorrect-encoding"
+        );
         let f = SaslError::AccountDisabled.to_failure_element(Some("ask the admin"));
         assert!(f.is("failure", NS_SASL));
         assert!(f.has_child("account-disabled", NS_SASL));
-        assert_eq!(f.child("text", NS_SASL).map(|t| t.text()), Some("ask the admin".into()));
+        assert_eq!(
+            f.child("text", NS_SASL).map(|t| t.text()),
+            Some("ask the admin".into())
+        );
     }
 
     #[test]
     fn rfc6120_6_4_2_payload_coding() {
         assert_eq!(decode_payload("="), Ok(vec![]));
         assert_eq!(decode_payload(""), Ok(vec![]));
-        assert_eq!(decode_payload("AGp1bGlldABy\nMG0zMG15cjBtMzA="), Ok(b"\0juliet\0r0m30myr0m30".to_vec()));
+        assert_eq!(
+            decode_payload("AGp1bGlldABy\nMG0zMG15cjBtMzA="),
+            Ok(b"\0juliet\0r0m30myr0m30".to_vec())
+        );
         assert_eq!(decode_payload("!!"), Err(SaslError::IncorrectEncoding));
         assert_eq!(encode_payload(b""), "=");
         assert_eq!(encode_payload(b"hi"), "aGk=");
@@ -282,7 +300,10 @@ mod tests {
     #[test]
     fn rfc6120_6_3_8_authzid() {
         assert_eq!(check_authzid(None, "juliet", "example.com"), Ok(()));
-        assert_eq!(check_authzid(Some("Juliet@EXAMPLE.com"), "juliet", "example.com"), Ok(()));
+        assert_eq!(
+            check_authzid(Some("Juliet@EXAMPLE.com"), "juliet", "example.com"),
+            Ok(())
+        );
         assert_eq!(
             check_authzid(Some("romeo@example.com"), "juliet", "example.com"),
             Err(SaslError::InvalidAuthzid)

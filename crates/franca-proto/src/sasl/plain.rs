@@ -28,7 +28,9 @@ pub fn plain_parse(data: &[u8]) -> Result<(Option<String>, String, String), Sasl
         return Err(SaslError::MalformedRequest("PLAIN needs exactly two NULs"));
     };
     if authcid.is_empty() || passwd.is_empty() {
-        return Err(SaslError::MalformedRequest("empty PLAIN authcid or password"));
+        return Err(SaslError::MalformedRequest(
+            "empty PLAIN authcid or password",
+        ));
     }
     if [authzid, authcid, passwd]
         .iter()
@@ -114,6 +116,27 @@ mod tests {
         m.push(0);
         m.extend_from_slice(&ok);
         assert!(plain_parse(&m).is_ok());
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4616);
+        for _ in 0..5000 {
+            let len = rng.gen_range(0..40);
+            let v: Vec<u8> = (0..len)
+                .map(|_| {
+                    *[0u8, b'a', 0xc3, 0xbc, 0xff]
+                        .get(rng.gen_range(0..5))
+                        .unwrap_or(&0)
+                })
+                .collect();
+            if let Ok((z, c, p)) = plain_parse(&v) {
+                assert!(!c.is_empty() && !p.is_empty());
+                assert!(z.is_none_or(|z| !z.is_empty()));
+                assert_eq!(v.iter().filter(|&&b| b == 0).count(), 2);
+            }
+        }
     }
 
     #[test]

@@ -357,7 +357,8 @@ impl ScramServer {
         if data.len() > MAX_MESSAGE_BYTES {
             return Err(SaslError::MalformedRequest("message too long"));
         }
-        let msg = std::str::from_utf8(data).map_err(|_| SaslError::MalformedRequest("not UTF-8"))?;
+        let msg =
+            std::str::from_utf8(data).map_err(|_| SaslError::MalformedRequest("not UTF-8"))?;
         // gs2-header = gs2-cbind-flag "," [ authzid ] ","
         let (flag, rest) = msg
             .split_once(',')
@@ -412,7 +413,9 @@ impl ScramServer {
         let mut attrs = bare.split(',');
         let first = attrs.next().unwrap_or_default();
         if first.starts_with("m=") {
-            return Err(SaslError::MalformedRequest("mandatory extension not supported"));
+            return Err(SaslError::MalformedRequest(
+                "mandatory extension not supported",
+            ));
         }
         let username = first
             .strip_prefix("n=")
@@ -516,7 +519,8 @@ impl ScramServer {
         if data.len() > MAX_MESSAGE_BYTES {
             return Err(SaslError::MalformedRequest("message too long"));
         }
-        let msg = std::str::from_utf8(data).map_err(|_| SaslError::MalformedRequest("not UTF-8"))?;
+        let msg =
+            std::str::from_utf8(data).map_err(|_| SaslError::MalformedRequest("not UTF-8"))?;
         let parsed = parse_client_final(msg)?;
 
         // c= must be base64(gs2-header || cb-data) (RFC 5802 §7 `cbind-input`).
@@ -726,7 +730,9 @@ mod tests {
         let mut s = ScramServer::new(Mechanism::ScramSha1, ChannelBinding::none(), false, None)
             .expect("new")
             .with_fixed_nonce("3rfcNHYJY1ZVvWVs7j");
-        let id = s.client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL").expect("cf");
+        let id = s
+            .client_first(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")
+            .expect("cf");
         assert_eq!(id.username, "user");
         assert_eq!(id.authzid, None);
         let sf = s.server_first(Some(keys)).expect("sf");
@@ -754,7 +760,8 @@ mod tests {
         let mut s = ScramServer::new(Mechanism::ScramSha256, ChannelBinding::none(), true, None)
             .expect("new")
             .with_fixed_nonce("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
-        s.client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").expect("cf");
+        s.client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
+            .expect("cf");
         let sf = s.server_first(Some(keys)).expect("sf");
         assert_eq!(
             sf,
@@ -776,7 +783,10 @@ mod tests {
             s,
             "SCRAM-SHA-1\u{1e}SCRAM-SHA-1-PLUS\u{1f}tls-exporter\u{1e}tls-server-end-point"
         );
-        assert_eq!(ssdp_hash(ScramHash::Sha1, &s), "G6k/rBLDqgOhRRaCuuatSDFkJ08=");
+        assert_eq!(
+            ssdp_hash(ScramHash::Sha1, &s),
+            "G6k/rBLDqgOhRRaCuuatSDFkJ08="
+        );
         assert_eq!(ssdp_value(&["PLAIN", "B"], &[]), "B\u{1e}PLAIN");
     }
 
@@ -855,7 +865,12 @@ mod tests {
         .expect("tls-server-end-point ok");
         // A MITM terminating TLS sees different exporter bytes.
         assert_eq!(
-            run_plus(Mechanism::ScramSha256Plus, cb.clone(), CB_TLS_EXPORTER, &[0x43; 32]),
+            run_plus(
+                Mechanism::ScramSha256Plus,
+                cb.clone(),
+                CB_TLS_EXPORTER,
+                &[0x43; 32]
+            ),
             Err(SaslError::ChannelBindingMismatch)
         );
         // Type we do not have.
@@ -864,7 +879,12 @@ mod tests {
             tls_server_end_point: None,
         };
         assert_eq!(
-            run_plus(Mechanism::ScramSha256Plus, only_exporter, CB_TLS_SERVER_END_POINT, &[1; 32]),
+            run_plus(
+                Mechanism::ScramSha256Plus,
+                only_exporter,
+                CB_TLS_SERVER_END_POINT,
+                &[1; 32]
+            ),
             Err(SaslError::UnsupportedChannelBinding)
         );
         assert_eq!(
@@ -899,13 +919,15 @@ mod tests {
             Err(SaslError::MalformedRequest(_))
         ));
         // PLUS without p=.
-        let mut s = ScramServer::new(Mechanism::ScramSha256Plus, cb.clone(), true, None).expect("new");
+        let mut s =
+            ScramServer::new(Mechanism::ScramSha256Plus, cb.clone(), true, None).expect("new");
         assert!(matches!(
             s.client_first(b"n,,n=user,r=abc"),
             Err(SaslError::MalformedRequest(_))
         ));
         // y + PLUS `y` check: the y,  PLUS combo is also refused.
-        let mut s = ScramServer::new(Mechanism::ScramSha256Plus, cb.clone(), true, None).expect("new");
+        let mut s =
+            ScramServer::new(Mechanism::ScramSha256Plus, cb.clone(), true, None).expect("new");
         assert!(s.client_first(b"y,,n=user,r=abc").is_err());
         // PLUS without TLS cannot even start.
         assert_eq!(
@@ -1025,9 +1047,11 @@ mod tests {
     #[test]
     fn unknown_user_gets_stable_fake_salt_and_fails() {
         let salt_of = |user: &str| {
-            let mut s = ScramServer::new(Mechanism::ScramSha256, ChannelBinding::none(), true, None)
-                .expect("new");
-            s.client_first(format!("n,,n={user},r=abc").as_bytes()).expect("cf");
+            let mut s =
+                ScramServer::new(Mechanism::ScramSha256, ChannelBinding::none(), true, None)
+                    .expect("new");
+            s.client_first(format!("n,,n={user},r=abc").as_bytes())
+                .expect("cf");
             let sf = String::from_utf8(s.server_first(None).expect("sf")).expect("utf8");
             let salt = sf.split(',').nth(1).expect("s").to_owned();
             let iters = sf.split(',').nth(2).expect("i").to_owned();
@@ -1039,32 +1063,44 @@ mod tests {
         assert_eq!(a1, a2, "same user, same fake salt");
         assert_ne!(a1, b);
         assert_eq!(i1, "i=4096");
-        assert_eq!(b64(a1.strip_prefix("s=").expect("s")).len(), DEFAULT_SALT_LEN);
+        assert_eq!(
+            b64(a1.strip_prefix("s=").expect("s")).len(),
+            DEFAULT_SALT_LEN
+        );
         // Whatever password the client tries, it fails.
         let (mut s, sf, _, _) = salt_of("ghost");
-        let (cf, _) =
-            client_final_for(ScramHash::Sha256, "anything", "n,,", b"", "n=ghost,r=abc", &sf);
+        let (cf, _) = client_final_for(
+            ScramHash::Sha256,
+            "anything",
+            "n,,",
+            b"",
+            "n=ghost,r=abc",
+            &sf,
+        );
         assert_eq!(s.client_final(cf.as_bytes()), Err(SaslError::NotAuthorized));
         // Keys for another hash count as unknown, too.
         let mut s = ScramServer::new(Mechanism::ScramSha256, ChannelBinding::none(), true, None)
             .expect("new");
         s.client_first(b"n,,n=user,r=abc").expect("cf");
-        let sf = String::from_utf8(s.server_first(Some(cheap_keys(ScramHash::Sha1, "pw"))).expect("sf"))
-            .expect("utf8");
+        let sf = String::from_utf8(
+            s.server_first(Some(cheap_keys(ScramHash::Sha1, "pw")))
+                .expect("sf"),
+        )
+        .expect("utf8");
         let (cf, _) = client_final_for(ScramHash::Sha256, "pw", "n,,", b"", "n=user,r=abc", &sf);
         assert_eq!(s.client_final(cf.as_bytes()), Err(SaslError::NotAuthorized));
     }
 
     #[test]
     fn out_of_order_steps_fail() {
-        let mut s =
-            ScramServer::new(Mechanism::ScramSha1, ChannelBinding::none(), true, None).expect("new");
+        let mut s = ScramServer::new(Mechanism::ScramSha1, ChannelBinding::none(), true, None)
+            .expect("new");
         assert!(s.server_first(None).is_err());
-        let mut s =
-            ScramServer::new(Mechanism::ScramSha1, ChannelBinding::none(), true, None).expect("new");
+        let mut s = ScramServer::new(Mechanism::ScramSha1, ChannelBinding::none(), true, None)
+            .expect("new");
         assert!(s.client_final(b"c=biws,r=x,p=AAAA").is_err());
-        let mut s =
-            ScramServer::new(Mechanism::ScramSha1, ChannelBinding::none(), true, None).expect("new");
+        let mut s = ScramServer::new(Mechanism::ScramSha1, ChannelBinding::none(), true, None)
+            .expect("new");
         s.client_first(b"n,,n=u,r=x").expect("cf");
         assert!(s.client_first(b"n,,n=u,r=x").is_err());
     }
@@ -1157,7 +1193,10 @@ mod tests {
         assert_ne!(a.salt, b.salt);
         assert_eq!(a.iterations, 4096);
         assert_eq!(ScramHash::Sha512.default_iterations(), 10000);
-        assert_eq!(derive_keys(ScramHash::Sha1, "secret", &a.salt, a.iterations), a);
+        assert_eq!(
+            derive_keys(ScramHash::Sha1, "secret", &a.salt, a.iterations),
+            a
+        );
     }
 
     #[test]

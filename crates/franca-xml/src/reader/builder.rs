@@ -77,7 +77,10 @@ impl Builder {
                 Ok(Step::Continue)
             }
             RawEvent::Attribute(_, (prefix, name), value) => {
-                let tag = self.pending.as_mut().ok_or_else(|| out_of_order("attribute"))?;
+                let tag = self
+                    .pending
+                    .as_mut()
+                    .ok_or_else(|| out_of_order("attribute"))?;
                 tag.count += 1;
                 if tag.count > limits.max_attrs {
                     return Err(XmlError::PolicyViolation(format!(
@@ -89,7 +92,10 @@ impl Builder {
                 Ok(Step::Continue)
             }
             RawEvent::ElementHeadClose(_) => {
-                let tag = self.pending.take().ok_or_else(|| out_of_order("end of start tag"))?;
+                let tag = self
+                    .pending
+                    .take()
+                    .ok_or_else(|| out_of_order("end of start tag"))?;
                 self.open(tag)
             }
             RawEvent::ElementFoot(_) => self.close(),
@@ -109,13 +115,28 @@ impl Builder {
     }
 
     fn open(&mut self, tag: StartTag) -> Result<Step, XmlError> {
-        let StartTag { prefix, name, default_ns, decls, attrs, .. } = tag;
+        let StartTag {
+            prefix,
+            name,
+            default_ns,
+            decls,
+            attrs,
+            ..
+        } = tag;
         self.scopes.push(default_ns.clone(), decls);
-        let ns = self.scopes.resolve(prefix.as_deref().map(|p| p.as_str()))?.to_owned();
+        let ns = self
+            .scopes
+            .resolve(prefix.as_deref().map(|p| p.as_str()))?
+            .to_owned();
         let attrs = self.resolve_attrs(attrs)?;
         let name = String::from(name);
         if self.stream_open {
-            self.stack.push(Element { name, ns, attrs, children: Vec::new() });
+            self.stack.push(Element {
+                name,
+                ns,
+                attrs,
+                children: Vec::new(),
+            });
             return Ok(Step::Continue);
         }
         if name != "stream" || ns != NS_STREAMS {
@@ -130,7 +151,11 @@ impl Builder {
         if let Some(default_ns) = default_ns {
             attrs.push(("xmlns".into(), default_ns));
         }
-        Ok(Step::Emit(Event::StreamStart(StreamHeader { name, ns, attrs })))
+        Ok(Step::Emit(Event::StreamStart(StreamHeader {
+            name,
+            ns,
+            attrs,
+        })))
     }
 
     /// Turns prefixed attribute names into our key convention and rejects duplicates,
@@ -150,7 +175,9 @@ impl Builder {
             };
             // Quadratic, but the attribute count is capped by `Limits::max_attrs`.
             if out.iter().any(|(k, _)| *k == key) {
-                return Err(XmlError::NotWellFormed(format!("duplicate attribute {key:?}")));
+                return Err(XmlError::NotWellFormed(format!(
+                    "duplicate attribute {key:?}"
+                )));
             }
             out.push((key, value));
         }

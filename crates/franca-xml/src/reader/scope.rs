@@ -46,7 +46,9 @@ impl Scopes {
                 .rev()
                 .find_map(|f| f.prefixes.iter().find(|(k, _)| k == p))
                 .map(|(_, uri)| uri.as_str())
-                .ok_or_else(|| XmlError::NotWellFormed(format!("undeclared namespace prefix {p:?}"))),
+                .ok_or_else(|| {
+                    XmlError::NotWellFormed(format!("undeclared namespace prefix {p:?}"))
+                }),
         }
     }
 }
@@ -59,7 +61,10 @@ mod tests {
     fn inner_declarations_shadow_outer_ones() {
         let mut s = Scopes::default();
         assert_eq!(s.resolve(None), Ok(""));
-        s.push(Some("jabber:client".into()), vec![("stream".into(), "urn:s".into())]);
+        s.push(
+            Some("jabber:client".into()),
+            vec![("stream".into(), "urn:s".into())],
+        );
         s.push(None, vec![("stream".into(), "urn:t".into())]);
         assert_eq!(s.resolve(None), Ok("jabber:client"));
         assert_eq!(s.resolve(Some("stream")), Ok("urn:t"));

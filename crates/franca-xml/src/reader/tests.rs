@@ -54,12 +54,18 @@ fn header_stanza_and_end() {
     ))
     .expect("valid stream");
     assert_eq!(evs.len(), 3);
-    let Event::StreamStart(h) = &evs[0] else { panic!("{evs:?}") };
+    let Event::StreamStart(h) = &evs[0] else {
+        panic!("{evs:?}")
+    };
     assert_eq!((h.name.as_str(), h.ns.as_str()), ("stream", NS_STREAMS));
     assert_eq!(h.attr("to"), Some("example.com"));
     assert_eq!(h.attr("version"), Some("1.0"));
     assert_eq!(h.attr("xml:lang"), Some("en"));
-    assert_eq!(h.attr("xmlns"), Some("jabber:client"), "content namespace is exposed");
+    assert_eq!(
+        h.attr("xmlns"),
+        Some("jabber:client"),
+        "content namespace is exposed"
+    );
     let expected = Element::new("message", "jabber:client")
         .with_attr("to", "a@b")
         .with_attr("type", "chat")
@@ -77,7 +83,9 @@ fn namespaces_are_resolved_not_prefixes() {
     ))
     .expect("valid");
     let iq = &stanzas(evs)[0];
-    let q = iq.child("query", "urn:q").expect("query resolved via prefix");
+    let q = iq
+        .child("query", "urn:q")
+        .expect("query resolved via prefix");
     assert_eq!(q.attr("{urn:x}flag"), Some("1"));
     assert!(q.has_child("item", "urn:q"));
     let other = q.child("other", "urn:o").expect("default ns");
@@ -104,7 +112,10 @@ fn byte_by_byte_equals_all_at_once() {
     let msg = &stanzas(whole)[0];
     assert_eq!(msg.attr("id"), Some("a'bA"));
     let body = msg.child("body", "jabber:client").expect("body").text();
-    assert_eq!(body, "caf\u{e9} \u{1f600} <>&\" \u{e9}\u{1f600}\nz", "CRLF folded");
+    assert_eq!(
+        body, "caf\u{e9} \u{1f600} <>&\" \u{e9}\u{1f600}\nz",
+        "CRLF folded"
+    );
     let x = msg.child("x", "urn:x").expect("x");
     assert_eq!(x.attr("a"), Some("1\t2"));
     assert_eq!(x.text(), "<not> ]] markup");
@@ -116,15 +127,25 @@ fn returns_one_event_and_leaves_the_rest() {
     let mut r = reader();
     let mut rest = &input[..];
     assert!(matches!(r.feed(&mut rest), Ok(Some(Event::StreamStart(_)))));
-    assert_eq!(rest, b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><injected/>");
-    let Ok(Some(Event::Stanza(st))) = r.feed(&mut rest) else { panic!() };
+    assert_eq!(
+        rest,
+        b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><injected/>"
+    );
+    let Ok(Some(Event::Stanza(st))) = r.feed(&mut rest) else {
+        panic!()
+    };
     assert!(st.is("starttls", "urn:ietf:params:xml:ns:xmpp-tls"));
-    assert_eq!(rest, b"<injected/>", "plaintext after <starttls/> stays with the caller");
+    assert_eq!(
+        rest, b"<injected/>",
+        "plaintext after <starttls/> stays with the caller"
+    );
 }
 
 #[test]
 fn restart_with_pipelined_bytes() {
-    let second = format!("{HEADER}<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+    let second = format!(
+        "{HEADER}<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"
+    );
     // A keepalive right before the restarted header is tolerated.
     let input = in_stream(&format!(
         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth> {second}"
@@ -146,13 +167,15 @@ fn restart_with_pipelined_bytes() {
             }
         }
         assert!(restarted);
-        assert!(matches!(evs.as_slice(), [
+        assert!(
+            matches!(evs.as_slice(), [
             Event::StreamStart(_),
             Event::Stanza(a),
             Event::StreamStart(_),
             Event::Stanza(iq),
         ] if a.text() == "AGEAYg==" && iq.has_child("bind", "urn:ietf:params:xml:ns:xmpp-bind")),
-            "chunk {chunk}: {evs:?}");
+            "chunk {chunk}: {evs:?}"
+        );
     }
 }
 
@@ -167,7 +190,10 @@ fn whitespace_between_stanzas_is_ignored_text_is_not() {
 
 #[test]
 fn endless_whitespace_keepalives_do_not_hit_the_stanza_limit() {
-    let limits = Limits { max_stanza_bytes: 1000, ..Limits::default() };
+    let limits = Limits {
+        max_stanza_bytes: 1000,
+        ..Limits::default()
+    };
     let mut r = StreamReader::new(limits);
     read_chunked(&mut r, HEADER.as_bytes(), 1000).expect("header");
     let ws = vec![b' '; 10_000];
@@ -180,25 +206,41 @@ fn endless_whitespace_keepalives_do_not_hit_the_stanza_limit() {
 fn stanza_size_limit_counts_raw_bytes() {
     let stanza = |n: usize| format!("<message><body>{}</body></message>", "a".repeat(n));
     let overhead = stanza(0).len();
-    let limits = Limits { max_stanza_bytes: 1000, ..Limits::default() };
+    let limits = Limits {
+        max_stanza_bytes: 1000,
+        ..Limits::default()
+    };
     let at_limit = format!("{HEADER}{}", stanza(1000 - overhead));
     let evs = read_chunked(&mut StreamReader::new(limits), at_limit.as_bytes(), 100).expect("fits");
     assert_eq!(evs.len(), 2);
     let over = format!("{HEADER}{}", stanza(1001 - overhead));
-    let e = read_chunked(&mut StreamReader::new(limits), over.as_bytes(), 100).expect_err("too big");
+    let e =
+        read_chunked(&mut StreamReader::new(limits), over.as_bytes(), 100).expect_err("too big");
     assert!(matches!(e, XmlError::PolicyViolation(_)), "{e:?}");
     assert_eq!(e.stream_condition(), "policy-violation");
 }
 
 #[test]
 fn endless_start_tag_and_endless_text_are_cut_off() {
-    let limits = Limits { max_stanza_bytes: 4096, ..Limits::default() };
-    for prefix in ["<message to='", "<message a='1' b='2' c", "<message><body>", "<m"] {
+    let limits = Limits {
+        max_stanza_bytes: 4096,
+        ..Limits::default()
+    };
+    for prefix in [
+        "<message to='",
+        "<message a='1' b='2' c",
+        "<message><body>",
+        "<m",
+    ] {
         let mut r = StreamReader::new(limits);
         read_chunked(&mut r, HEADER.as_bytes(), 64).expect("header");
         read_chunked(&mut r, prefix.as_bytes(), 64).expect("partial");
         assert!(!r.is_idle());
-        let filler = if prefix.ends_with('c') || prefix == "<m" { b"c" } else { b"x" };
+        let filler = if prefix.ends_with('c') || prefix == "<m" {
+            b"c"
+        } else {
+            b"x"
+        };
         let mut fed = 0;
         let err = loop {
             match r.feed(&mut &filler[..]) {
@@ -207,14 +249,23 @@ fn endless_start_tag_and_endless_text_are_cut_off() {
             }
             assert!(fed <= 4096, "{prefix}: never cut off");
         };
-        assert!(matches!(err, XmlError::PolicyViolation(_)), "{prefix}: {err:?}");
+        assert!(
+            matches!(err, XmlError::PolicyViolation(_)),
+            "{prefix}: {err:?}"
+        );
     }
 }
 
 #[test]
 fn the_header_is_limited_too() {
-    let limits = Limits { max_stanza_bytes: 512, ..Limits::default() };
-    let huge = format!("<stream:stream xmlns:stream='{NS_STREAMS}' to='{}'>", "a".repeat(600));
+    let limits = Limits {
+        max_stanza_bytes: 512,
+        ..Limits::default()
+    };
+    let huge = format!(
+        "<stream:stream xmlns:stream='{NS_STREAMS}' to='{}'>",
+        "a".repeat(600)
+    );
     let e = read_chunked(&mut StreamReader::new(limits), huge.as_bytes(), 10).expect_err("limit");
     assert!(matches!(e, XmlError::PolicyViolation(_)), "{e:?}");
 }
@@ -223,15 +274,24 @@ fn the_header_is_limited_too() {
 fn big_text_fits_but_token_limit_bounds_attribute_values() {
     // rxml chunks text at its token limit, so a body near the stanza limit still parses.
     let body = "b".repeat(200 * 1024);
-    let evs = read_all(&in_stream(&format!("<message><body>{body}</body></message>"))).expect("big body");
+    let evs = read_all(&in_stream(&format!(
+        "<message><body>{body}</body></message>"
+    )))
+    .expect("big body");
     let msg = &stanzas(evs)[0];
-    assert_eq!(msg.child("body", "jabber:client").map(|b| b.text().len()), Some(body.len()));
+    assert_eq!(
+        msg.child("body", "jabber:client").map(|b| b.text().len()),
+        Some(body.len())
+    );
 
     let attr = "j".repeat(10 * 1024);
     let evs = read_all(&in_stream(&format!("<message to='{attr}'/>"))).expect("10 KiB attribute");
     assert_eq!(stanzas(evs)[0].attr("to").map(str::len), Some(attr.len()));
 
-    let e = error_of(&in_stream(&format!("<message to='{}'/>", "j".repeat(MAX_TOKEN_BYTES + 1))));
+    let e = error_of(&in_stream(&format!(
+        "<message to='{}'/>",
+        "j".repeat(MAX_TOKEN_BYTES + 1)
+    )));
     assert!(matches!(e, XmlError::PolicyViolation(_)), "{e:?}");
 }
 
@@ -285,14 +345,21 @@ fn doctype_and_billion_laughs_are_restricted() {
 
 #[test]
 fn processing_instructions_are_restricted() {
-    for pi in ["<?foo bar?>", "<message><?foo?></message>", "<?xml version='1.0'?>"] {
+    for pi in [
+        "<?foo bar?>",
+        "<message><?foo?></message>",
+        "<?xml version='1.0'?>",
+    ] {
         let e = error_of(&in_stream(pi));
         assert!(matches!(e, XmlError::RestrictedXml(_)), "{pi}: {e:?}");
     }
     // rxml lexes `<?xml-` as a broken XML declaration, so it cannot tell this PI from a
     // syntax error; either condition closes the stream.
     let e = error_of(b"<?xml-stylesheet href='x'?><stream:stream/>");
-    assert!(matches!(e, XmlError::RestrictedXml(_) | XmlError::NotWellFormed(_)), "{e:?}");
+    assert!(
+        matches!(e, XmlError::RestrictedXml(_) | XmlError::NotWellFormed(_)),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -311,23 +378,35 @@ fn only_predefined_entities() {
     assert!(matches!(e, XmlError::RestrictedXml(_)), "{e:?}");
     let e = error_of(&in_stream("<message to='&foo;'/>"));
     assert!(matches!(e, XmlError::RestrictedXml(_)), "{e:?}");
-    let evs = read_all(&in_stream("<m>&lt;&gt;&amp;&apos;&quot;&#65;&#x42;</m>")).expect("predefined");
+    let evs =
+        read_all(&in_stream("<m>&lt;&gt;&amp;&apos;&quot;&#65;&#x42;</m>")).expect("predefined");
     assert_eq!(stanzas(evs)[0].text(), "<>&'\"AB");
 }
 
 #[test]
 fn invalid_utf8_is_not_well_formed() {
-    for bad in [&b"<m>\xff</m>"[..], b"<m a='\xc3\x28'/>", b"<m\xe2\x82/>", b"<m>\xed\xa0\x80</m>"] {
+    for bad in [
+        &b"<m>\xff</m>"[..],
+        b"<m a='\xc3\x28'/>",
+        b"<m\xe2\x82/>",
+        b"<m>\xed\xa0\x80</m>",
+    ] {
         let mut input = HEADER.as_bytes().to_vec();
         input.extend_from_slice(bad);
         for chunk in [1, input.len()] {
             let e = read_chunked(&mut reader(), &input, chunk).expect_err("invalid utf-8");
-            assert!(matches!(e, XmlError::NotWellFormed(_)), "{bad:?}/{chunk}: {e:?}");
+            assert!(
+                matches!(e, XmlError::NotWellFormed(_)),
+                "{bad:?}/{chunk}: {e:?}"
+            );
             assert_eq!(e.stream_condition(), "not-well-formed");
         }
     }
     let e = error_of(&in_stream("<m>\u{1}</m>"));
-    assert!(matches!(e, XmlError::NotWellFormed(_)), "control char: {e:?}");
+    assert!(
+        matches!(e, XmlError::NotWellFormed(_)),
+        "control char: {e:?}"
+    );
 }
 
 #[test]
@@ -342,7 +421,8 @@ fn wrong_stream_root_is_invalid_namespace() {
         assert_eq!(e.stream_condition(), "invalid-namespace");
     }
     // The root may use a default namespace instead of the usual prefix.
-    let evs = read_all(format!("<stream xmlns='{NS_STREAMS}'>").as_bytes()).expect("unprefixed root");
+    let evs =
+        read_all(format!("<stream xmlns='{NS_STREAMS}'>").as_bytes()).expect("unprefixed root");
     assert!(matches!(&evs[0], Event::StreamStart(h) if h.attr("xmlns") == Some(NS_STREAMS)));
 }
 
@@ -370,7 +450,10 @@ fn errors_are_sticky() {
     let e = read_chunked(&mut r, &input, input.len()).expect_err("comment");
     assert_eq!(r.feed(&mut &b"<presence/>"[..]), Err(e));
     r.reset();
-    assert!(read_chunked(&mut r, HEADER.as_bytes(), 10).is_ok(), "reset clears the error");
+    assert!(
+        read_chunked(&mut r, HEADER.as_bytes(), 10).is_ok(),
+        "reset clears the error"
+    );
 }
 
 #[test]
@@ -388,6 +471,108 @@ fn idle_state() {
 
 #[test]
 fn self_closing_root_ends_the_stream() {
-    let evs = read_all(format!("<stream:stream xmlns:stream='{NS_STREAMS}'/>").as_bytes()).expect("ok");
-    assert!(matches!(evs.as_slice(), [Event::StreamStart(_), Event::StreamEnd]));
+    let evs =
+        read_all(format!("<stream:stream xmlns:stream='{NS_STREAMS}'/>").as_bytes()).expect("ok");
+    assert!(matches!(
+        evs.as_slice(),
+        [Event::StreamStart(_), Event::StreamEnd]
+    ));
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        Flip(usize, u8),
+        Insert(usize, Vec<u8>),
+        Truncate(usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        let interesting = prop::sample::select(vec![
+            &b"<"[..],
+            b">",
+            b"/>",
+            b"</",
+            b"&",
+            b"&#",
+            b";",
+            b"'",
+            b"\"",
+            b"<!",
+            b"<?",
+            b"]]>",
+            b"<![CDATA[",
+            b"xmlns:",
+            b"=",
+            b"\xff",
+            b"\xc3",
+            b"\xed\xa0\x80",
+            b"\r",
+            b"\0",
+            b":",
+        ]);
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
+            (any::<usize>(), interesting).prop_map(|(i, s)| Mutation::Insert(i, s.to_vec())),
+            (any::<usize>(), prop::collection::vec(any::<u8>(), 1..8))
+                .prop_map(|(i, s)| Mutation::Insert(i, s)),
+            any::<usize>().prop_map(Mutation::Truncate),
+        ]
+    }
+
+    fn mutate(mut input: Vec<u8>, ms: &[Mutation]) -> Vec<u8> {
+        for m in ms {
+            let len = input.len().max(1);
+            match m {
+                Mutation::Flip(i, b) => {
+                    if let Some(x) = input.get_mut(i % len) {
+                        *x = *b;
+                    }
+                }
+                Mutation::Insert(i, s) => {
+                    let at = i % (input.len() + 1);
+                    input.splice(at..at, s.iter().copied());
+                }
+                Mutation::Truncate(i) => input.truncate(i % len),
+            }
+        }
+        input
+    }
+
+    proptest! {
+        /// Whatever the bytes, the reader returns events or errors; it never panics and
+        /// never leaves input unconsumed when it says it needs more.
+        #[test]
+        fn hostile_input_never_panics(
+            ms in prop::collection::vec(mutation(), 0..6),
+            chunk in 1usize..40,
+            reset_at in prop::option::of(0usize..8),
+        ) {
+            let input = mutate(rich_stream(), &ms);
+            let limits = Limits { max_stanza_bytes: 300, max_depth: 3, max_attrs: 3 };
+            let mut r = StreamReader::new(limits);
+            let mut n = 0;
+            for mut piece in input.chunks(chunk) {
+                loop {
+                    match r.feed(&mut piece) {
+                        Ok(Some(_)) => {
+                            n += 1;
+                            if Some(n) == reset_at {
+                                r.reset();
+                            }
+                        }
+                        Ok(None) => {
+                            prop_assert!(piece.is_empty());
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
 }

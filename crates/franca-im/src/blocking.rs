@@ -1,0 +1,509 @@
+//! XEP-0191 Blocking Command: the account's blocklist (get, block, unblock, unblock-all) with
+//! pushes to the resources that asked for the roster, and enforcement on both directions: a
+//! blocked entity's stanzas never reach the user (§3.3 — presence dropped, messages and IQ
+//! requests answered `service-unavailable`, as if the user were offline), and the user's stanzas
+//! to a blocked entity are refused with `not-acceptable` + `<blocked xmlns='urn:xmpp:blocking:errors'/>`.
+//!
+//! JIDs match as in XEP-0191 §2 / XEP-0016: an item `user@domain/resource` matches only that
+//! resource, `user@domain` any of its resources, `domain/resource` only that, and `domain` every
+//! address at that domain (subdomains are not included, as in Prosody and ejabberd).
+//!
+//! The blocklist is consulted for every stanza to a local account, so the lists of online
+//! accounts are kept in memory (loaded when a resource binds, dropped when the last one closes);
+//! only stanzas to offline accounts, which go to storage anyway, read the store.
+
+use franca_core::{Flow, IqRequest, IqResult, IqTarget, Module, Server, Session, SessionEvent};
+use franca_proto::errors::{ErrorType, StanzaError, StanzaErrorCondition as Cond, error_reply};
+use franca_proto::ns::{NS_BLOCKING, NS_BLOCKING_ERRORS, NS_CLIENT};
+use franca_store::Subscription;
+use franca_xml::Element;
+use jid::{BareJid, Jid};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+
+/// Most JIDs one account may block: the list is held in memory while the user is online.
+pub const MAX_BLOCKED: usize = 10_000;
+
+pub struct Blocking;
+
+/// A blocklist: normalised JID strings, as stored.
+type List = Arc<HashSet<String>>;
+
+/// In-memory blocklists of the accounts that have a bound resource.
+#[derive(Default)]
+struct Cache {
+    lists: RwLock<HashMap<BareJid, List>>,
+}
+
+impl Cache {
+    fn get(&self, user: &BareJid) -> Option<List> {
+        let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());
+        lists.get(user).cloned()
+    }
+    fn put(&self, user: &BareJid, list: List) {
+        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
+        lists.insert(user.clone(), list);
+    }
+    fn put_if_absent(&self, user: &BareJid, list: List) {
+        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
+        lists.entry(user.clone()).or_insert(list);
+    }
+    fn remove(&self, user: &BareJid) {
+        let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
+        lists.remove(user);
+    }
+}
+
+/// One [`Cache`] per [`Server`]. The module is a unit struct (it is loaded as
+/// `blocking::Blocking`), so its state is kept here, keyed by the server's address. The `Weak`
+/// keeps that allocation alive, so the address cannot be reused by another server while its
+/// entry exists; entries of dropped servers are pruned when a new server registers.
+static CACHES: RwLock<Vec<(Weak<Server>, Arc<Cache>)>> = RwLock::new(Vec::new());
+
+fn cache(server: &Arc<Server>) -> Arc<Cache> {
+    let ptr = Arc::as_ptr(server);
+    {
+        let caches = CACHES.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = caches.iter().find(|(w, _)| w.as_ptr() == ptr) {
+            return c.clone();
+        }
+    }
+    let mut caches = CACHES.write().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, c)) = caches.iter().find(|(w, _)| w.as_ptr() == ptr) {
+        return c.clone();
+    }
+    caches.retain(|(w, _)| w.strong_count() > 0);
+    let c = Arc::new(Cache::default());
+    caches.push((Arc::downgrade(server), c.clone()));
+    c
+}
+
+/// The user's blocklist: from memory when the user is online, else from the store.
+async fn blocklist(server: &Arc<Server>, user: &BareJid) -> franca_store::Result<List> {
+    if let Some(list) = cache(server).get(user) {
+        return Ok(list);
+    }
+    let items = server.store.blocklist(user.as_str()).await?;
+    Ok(Arc::new(items.into_iter().collect()))
+}
+
+/// Whether `list` blocks `jid` (XEP-0191 §2).
+fn matches(list: &HashSet<String>, jid: &Jid) -> bool {
+    list.contains(jid.as_str())
+        || list.contains(jid.to_bare().as_str())
+        || list.contains(jid.domain().as_str())
+}
+
+/// Whether `user` blocks `jid`. The user's own account and the server itself are never blocked,
+/// so that replies from the server and between one's own resources always arrive. A storage
+/// error lets the stanza through (and is logged): losing messages would be worse.
+pub async fn blocks(server: &Arc<Server>, user: &BareJid, jid: &Jid) -> bool {
+    if jid.to_bare() == *user || (jid.node().is_none() && server.serves(jid.domain().as_str())) {
+        return false;
+    }
+    match blocklist(server, user).await {
+        Ok(list) => !list.is_empty() && matches(&list, jid),
+        Err(e) => {
+            tracing::error!(%user, "storage error reading blocklist: {e}");
+            false
+        }
+    }
+}
+
+fn blocked_error() -> StanzaError {
+    StanzaError::new(Cond::NotAcceptable)
+        .with_type(ErrorType::Cancel)
+        .with_app(Element::new("blocked", NS_BLOCKING_ERRORS))
+}
+
+/// The `<item jid='…'/>` children of a block/unblock request, normalised.
+fn items(payload: &Element) -> Result<Vec<Jid>, StanzaError> {
+    let mut out: Vec<Jid> = Vec::new();
+    for item in payload.elements() {
+        if !item.is("item", NS_BLOCKING) {
+            continue;
+        }
+        let Some(raw) = item.attr("jid") else {
+            return Err(StanzaError::new(Cond::BadRequest).with_text("item without a jid"));
+        };
+        let jid = Jid::new(raw).map_err(|_| StanzaError::new(Cond::JidMalformed))?;
+        if !out.contains(&jid) {
+            out.push(jid);
+        }
+    }
+    Ok(out)
+}
+
+fn item_list(name: &str, jids: &[String]) -> Element {
+    let mut el = Element::new(name, NS_BLOCKING);
+    for j in jids {
+        el.push(Element::new("item", NS_BLOCKING).with_attr("jid", j.clone()));
+    }
+    el
+}
+
+/// XEP-0191 §3.3/§3.4: tell every resource that asked for the roster about the change.
+fn push(server: &Server, user: &BareJid, payload: &Element) {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    for s in server.sessions.resources(user) {
+        if !s.presence().interested {
+            continue;
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let iq = Element::new("iq", NS_CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", format!("blocking-push-{n}"))
+            .with_attr("to", s.jid.as_str())
+            .with_child(payload.clone());
+        s.send(&iq);
+    }
+}
+
+/// The addresses that may see the user's presence (RFC 6121: a `from`/`both` subscription, or
+/// directed presence) and that the given items cover. With `forget_directed`, directed-presence
+/// entries found are removed (they are told `unavailable` now).
+async fn presence_audience(
+    server: &Arc<Server>,
+    user: &BareJid,
+    changed: &[Jid],
+    want: &[Subscription],
+    sessions: &[Arc<Session>],
+    forget_directed: bool,
+) -> Vec<Jid> {
+    let mut out: Vec<Jid> = Vec::new();
+    let mut add = |j: Jid| {
+        if !out.contains(&j) {
+            out.push(j);
+        }
+    };
+    let roster = match server.store.roster(user.as_str()).await {
+        Ok((_, items)) => items,
+        Err(e) => {
+            tracing::error!(%user, "storage error reading roster: {e}");
+            Vec::new()
+        }
+    };
+    for item in roster.iter().filter(|i| want.contains(&i.subscription)) {
+        let Ok(contact) = Jid::new(&item.jid) else {
+            continue;
+        };
+        for x in changed {
+            let one = HashSet::from([x.as_str().to_owned()]);
+            if matches(&one, &contact) {
+                add(contact.clone());
+            } else if x.resource().is_some() && x.to_bare() == contact.to_bare() {
+                // A blocked resource of a contact: only that resource is told.
+                add(x.clone());
+            }
+        }
+    }
+    if want.contains(&Subscription::From) {
+        for s in sessions {
+            let mut p = s.presence();
+            let hit: Vec<String> = p
+                .directed
+                .iter()
+                .filter(|d| {
+                    Jid::new(d).is_ok_and(|d| {
+                        changed
+                            .iter()
+                            .any(|x| matches(&HashSet::from([x.as_str().to_owned()]), &d))
+                    })
+                })
+                .cloned()
+                .collect();
+            for d in hit {
+                if forget_directed {
+                    p.directed.remove(&d);
+                }
+                if let Ok(j) = Jid::new(&d) {
+                    add(j);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn available_sessions(server: &Server, user: &BareJid) -> Vec<Arc<Session>> {
+    server
+        .sessions
+        .resources(user)
+        .into_iter()
+        .filter(|s| s.presence().available)
+        .collect()
+}
+
+/// XEP-0191 §3.3: the newly blocked contacts that could see the user's presence get
+/// `unavailable` from each available resource, so that the user appears offline to them.
+async fn send_unavailable(server: &Arc<Server>, user: &BareJid, blocked: &[Jid]) {
+    let sessions = available_sessions(server, user);
+    if sessions.is_empty() || blocked.is_empty() {
+        return;
+    }
+    let audience = presence_audience(
+        server,
+        user,
+        blocked,
+        &[Subscription::From, Subscription::Both],
+        &sessions,
+        true,
+    )
+    .await;
+    for to in &audience {
+        for s in &sessions {
+            let p = Element::new("presence", NS_CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", s.jid.as_str())
+                .with_attr("to", to.as_str());
+            server.route(p).await;
+        }
+    }
+}
+
+/// XEP-0191 §3.4: the unblocked contacts that may see the user's presence get its current
+/// presence again, and the contacts the user is subscribed to are probed, since their presence
+/// was dropped while they were blocked.
+async fn send_current(server: &Arc<Server>, user: &BareJid, unblocked: &[Jid]) {
+    let sessions = available_sessions(server, user);
+    if sessions.is_empty() || unblocked.is_empty() {
+        return;
+    }
+    let audience = presence_audience(
+        server,
+        user,
+        unblocked,
+        &[Subscription::From, Subscription::Both],
+        &sessions,
+        false,
+    )
+    .await;
+    for to in &audience {
+        for s in &sessions {
+            let last = s.presence().last.clone();
+            let mut p = last.unwrap_or_else(|| Element::new("presence", NS_CLIENT));
+            p.set_attr("from", s.jid.as_str());
+            p.set_attr("to", to.as_str());
+            server.route(p).await;
+        }
+    }
+    let probed = presence_audience(
+        server,
+        user,
+        unblocked,
+        &[Subscription::To, Subscription::Both],
+        &[],
+        false,
+    )
+    .await;
+    for to in probed {
+        let probe = Element::new("presence", NS_CLIENT)
+            .with_attr("type", "probe")
+            .with_attr("from", user.as_str())
+            .with_attr("to", to.to_bare().as_str());
+        server.route(probe).await;
+    }
+}
+
+fn internal(user: &BareJid, e: franca_store::StoreError) -> StanzaError {
+    tracing::error!(%user, "storage error updating blocklist: {e}");
+    StanzaError::new(Cond::InternalServerError)
+}
+
+async fn block(server: &Arc<Server>, user: &BareJid, payload: &Element) -> IqResult {
+    let jids = items(payload)?;
+    if jids.is_empty() {
+        // §3.3: a block without items is a bad request.
+        return Err(StanzaError::new(Cond::BadRequest).with_text("nothing to block"));
+    }
+    if jids.iter().any(|j| j.to_bare() == *user) {
+        return Err(StanzaError::new(Cond::NotAcceptable).with_text("you cannot block yourself"));
+    }
+    let current = blocklist(server, user).await.map_err(|e| internal(user, e))?;
+    let new: Vec<Jid> = jids
+        .iter()
+        .filter(|j| !current.contains(j.as_str()))
+        .cloned()
+        .collect();
+    if current.len() + new.len() > MAX_BLOCKED {
+        return Err(StanzaError::new(Cond::PolicyViolation)
+            .with_text(format!("at most {MAX_BLOCKED} entries can be blocked")));
+    }
+    let strings: Vec<String> = jids.iter().map(|j| j.as_str().to_owned()).collect();
+    server
+        .store
+        .block(user.as_str(), &strings)
+        .await
+        .map_err(|e| internal(user, e))?;
+    let mut list = (*current).clone();
+    list.extend(strings.iter().cloned());
+    cache(server).put(user, Arc::new(list));
+    push(server, user, &item_list("block", &strings));
+    send_unavailable(server, user, &new).await;
+    Ok(None)
+}
+
+async fn unblock(server: &Arc<Server>, user: &BareJid, payload: &Element) -> IqResult {
+    let jids = items(payload)?;
+    let current = blocklist(server, user).await.map_err(|e| internal(user, e))?;
+    let strings: Vec<String> = jids.iter().map(|j| j.as_str().to_owned()).collect();
+    server
+        .store
+        .unblock(user.as_str(), &strings)
+        .await
+        .map_err(|e| internal(user, e))?;
+    let (list, removed): (HashSet<String>, Vec<Jid>) = if jids.is_empty() {
+        // §3.5: an empty unblock unblocks everything.
+        let all = current.iter().filter_map(|s| Jid::new(s).ok()).collect();
+        (HashSet::new(), all)
+    } else {
+        let removed = jids
+            .iter()
+            .filter(|j| current.contains(j.as_str()))
+            .cloned()
+            .collect();
+        let list = current
+            .iter()
+            .filter(|s| !strings.contains(s))
+            .cloned()
+            .collect();
+        (list, removed)
+    };
+    cache(server).put(user, Arc::new(list));
+    push(server, user, &item_list("unblock", &strings));
+    send_current(server, user, &removed).await;
+    Ok(None)
+}
+
+/// XEP-0191 §3.3: what the user's server does with a stanza from a blocked entity.
+async fn refuse_inbound(server: &Arc<Server>, stanza: &Element) {
+    let unavailable = || StanzaError::new(Cond::ServiceUnavailable);
+    match (stanza.name.as_str(), stanza.attr("type")) {
+        // Messages of the kinds a user would read are answered as if nobody were there;
+        // groupchat, headline and error messages are dropped.
+        ("message", Some("groupchat" | "headline" | "error")) => {}
+        ("message", _) => server.reply_error(stanza, unavailable()).await,
+        ("iq", Some("get" | "set")) => server.reply_error(stanza, unavailable()).await,
+        // Presence (including subscriptions and probes), IQ results and errors: nothing.
+        _ => {}
+    }
+}
+
+#[async_trait::async_trait]
+impl Module for Blocking {
+    fn name(&self) -> &'static str {
+        "blocking"
+    }
+
+    fn iqs(&self) -> &'static [(IqTarget, &'static str)] {
+        &[(IqTarget::Account, NS_BLOCKING)]
+    }
+
+    /// XEP-0191 §3.1 has clients look for the feature on their server; it is on the account too.
+    fn server_features(&self) -> &'static [&'static str] {
+        &[NS_BLOCKING]
+    }
+
+    fn account_features(&self) -> &'static [&'static str] {
+        &[NS_BLOCKING]
+    }
+
+    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest<'_>) -> IqResult {
+        if !req.from_self() {
+            return Err(StanzaError::new(Cond::Forbidden));
+        }
+        let user = req.to.to_bare();
+        let Some(payload) = req.payload() else {
+            return Err(StanzaError::new(Cond::BadRequest));
+        };
+        match (req.is_set(), payload.name.as_str()) {
+            (false, "blocklist") => {
+                let list = blocklist(server, &user)
+                    .await
+                    .map_err(|e| internal(&user, e))?;
+                let mut jids: Vec<String> = list.iter().cloned().collect();
+                jids.sort();
+                Ok(Some(item_list("blocklist", &jids)))
+            }
+            (true, "block") => block(server, &user, payload).await,
+            (true, "unblock") => unblock(server, &user, payload).await,
+            _ => Err(StanzaError::new(Cond::BadRequest)),
+        }
+    }
+
+    async fn outbound(
+        &self,
+        server: &Arc<Server>,
+        session: &Arc<Session>,
+        stanza: &mut Element,
+    ) -> Flow {
+        let Some(to) = stanza.attr("to").and_then(|t| Jid::new(t).ok()) else {
+            return Flow::Continue;
+        };
+        if !blocks(server, &session.bare(), &to).await {
+            return Flow::Continue;
+        }
+        // §3.3: not routed; the error goes straight back to the sending resource (routing it
+        // would run it through this very filter, from the blocked address).
+        if let Some(reply) = error_reply(stanza, &blocked_error()) {
+            session.send(&reply);
+        }
+        Flow::Handled
+    }
+
+    async fn inbound(&self, server: &Arc<Server>, to: &BareJid, stanza: &mut Element) -> Flow {
+        let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
+            return Flow::Continue;
+        };
+        if blocks(server, to, &from).await {
+            refuse_inbound(server, stanza).await;
+            return Flow::Handled;
+        }
+        // The other direction: available presence that a local user broadcasts (the presence
+        // module routes it without the outbound hooks) must not reach a contact that user
+        // blocked. Unavailable and error presence may pass; they reveal nothing.
+        if stanza.name == "presence"
+            && stanza.attr("type").is_none()
+            && from.node().is_some()
+            && server.serves(from.domain().as_str())
+        {
+            let recipient = stanza
+                .attr("to")
+                .and_then(|t| Jid::new(t).ok())
+                .unwrap_or_else(|| Jid::from(to.clone()));
+            if blocks(server, &from.to_bare(), &recipient).await {
+                return Flow::Handled;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn session_event(&self, server: &Arc<Server>, event: &SessionEvent) {
+        match event {
+            SessionEvent::Bound(s) => {
+                let user = s.bare();
+                let cache = cache(server);
+                if cache.get(&user).is_some() {
+                    return;
+                }
+                match server.store.blocklist(user.as_str()).await {
+                    // A block command racing with this load has already stored a newer list.
+                    Ok(items) => cache.put_if_absent(&user, Arc::new(items.into_iter().collect())),
+                    Err(e) => tracing::error!(%user, "storage error loading blocklist: {e}"),
+                }
+            }
+            SessionEvent::Closed(s) => {
+                let user = s.bare();
+                if server.sessions.resources(&user).is_empty() {
+                    cache(server).remove(&user);
+                }
+            }
+            SessionEvent::Available(_) => {}
+        }
+    }
+
+    async fn user_removed(&self, server: &Arc<Server>, user: &BareJid) {
+        cache(server).remove(user);
+    }
+}

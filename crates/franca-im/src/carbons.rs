@@ -1,0 +1,200 @@
+//! XEP-0280 Message Carbons (namespace `urn:xmpp:carbons:2`): a resource enables carbons for
+//! itself, and from then on gets a `<received/>` copy of the messages delivered to its account
+//! that went to another resource, and a `<sent/>` copy of the messages its other resources send.
+//! Copies are wrapped in XEP-0297 `<forwarded/>` and come from the account's bare JID.
+//!
+//! Which messages are copied (XEP-0280 "Messages Eligible for Carbons Delivery", with the
+//! refinements Prosody uses): type `chat`; type `normal` with a `<body/>` or an IM payload
+//! (receipts, chat markers, Jingle message initiation); error bounces from a bare JID (answers
+//! to messages sent to a bare JID). Never: `groupchat`, `headline`, private messages from a MUC
+//! room, messages carrying `<private xmlns='urn:xmpp:carbons:2'/>` or the XEP-0334 `<no-copy/>`
+//! hint, and carbons themselves.
+
+use franca_core::{Flow, IqRequest, IqResult, IqTarget, Module, Server, Session};
+use franca_proto::errors::{StanzaError, StanzaErrorCondition as Cond};
+use franca_proto::ns::{NS_CARBONS, NS_CLIENT, NS_FORWARD, NS_HINTS};
+use franca_xml::Element;
+use jid::{BareJid, Jid};
+use std::sync::Arc;
+
+pub struct Carbons;
+
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// Payloads that make a `normal` message without a body part of an IM conversation.
+const IM_PAYLOADS: &[&str] = &[
+    "urn:xmpp:receipts",
+    "urn:xmpp:chat-markers:0",
+    "urn:xmpp:jingle-message:0",
+    "urn:xmpp:jingle-message:1",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Sent,
+    Received,
+}
+
+impl Direction {
+    fn element(self) -> &'static str {
+        match self {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        }
+    }
+}
+
+/// Whether `message` is copied to the user's other carbons-enabled resources.
+fn eligible(message: &Element, direction: Direction, user: &BareJid) -> bool {
+    let private = message.has_child("private", NS_CARBONS) || message.has_child("no-copy", NS_HINTS);
+    let is_carbon =
+        message.has_child("sent", NS_CARBONS) || message.has_child("received", NS_CARBONS);
+    if private || is_carbon {
+        return false;
+    }
+    if direction == Direction::Received
+        && message.has_child("x", NS_MUC_USER)
+        && message.attr("to") != Some(user.as_str())
+    {
+        // A private message from a MUC occupant (sent to a full JID): the room is not a
+        // conversation partner the other resources can answer. Invitations to the bare JID are.
+        return false;
+    }
+    match message.attr("type") {
+        Some("chat") => true,
+        Some("groupchat" | "headline") => false,
+        Some("error") => {
+            direction == Direction::Received
+                && message
+                    .attr("from")
+                    .and_then(|f| Jid::new(f).ok())
+                    .is_some_and(|f| f.resource().is_none())
+        }
+        // `normal`, absent or unknown (RFC 6121 §5.2.2).
+        _ => {
+            message.has_child("body", NS_CLIENT)
+                || message
+                    .elements()
+                    .any(|c| IM_PAYLOADS.contains(&c.ns.as_str()))
+        }
+    }
+}
+
+/// The copy of `message` for `to`, from the account's bare JID (XEP-0280 "Receiving Messages",
+/// "Sending Messages").
+fn carbon(direction: Direction, user: &BareJid, to: &Session, message: &Element) -> Element {
+    let mut m = Element::new("message", NS_CLIENT)
+        .with_attr("from", user.as_str())
+        .with_attr("to", to.jid.as_str());
+    if let Some(t) = message.attr("type") {
+        m.set_attr("type", t);
+    }
+    let mut original = message.clone();
+    original.ns = NS_CLIENT.to_owned();
+    m.with_child(
+        Element::new(direction.element(), NS_CARBONS)
+            .with_child(Element::new("forwarded", NS_FORWARD).with_child(original)),
+    )
+}
+
+#[async_trait::async_trait]
+impl Module for Carbons {
+    fn name(&self) -> &'static str {
+        "carbons"
+    }
+
+    fn iqs(&self) -> &'static [(IqTarget, &'static str)] {
+        &[(IqTarget::Account, NS_CARBONS)]
+    }
+
+    fn server_features(&self) -> &'static [&'static str] {
+        &[NS_CARBONS]
+    }
+
+    /// XEP-0280 "Enabling Carbons" / "Disabling Carbons": for the requesting resource itself.
+    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest<'_>) -> IqResult {
+        let enable = match req.payload() {
+            Some(p) if p.is("enable", NS_CARBONS) => true,
+            Some(p) if p.is("disable", NS_CARBONS) => false,
+            _ => return Err(StanzaError::new(Cond::BadRequest)),
+        };
+        if !req.is_set() {
+            return Err(StanzaError::new(Cond::BadRequest));
+        }
+        let session = match req.from.try_as_full() {
+            Ok(full) if req.from_self() => server.sessions.get(full),
+            _ => None,
+        };
+        let Some(session) = session else {
+            // Only a resource of this account, connected here, can switch its own carbons.
+            return Err(StanzaError::new(Cond::NotAllowed));
+        };
+        session.presence().carbons = enable;
+        Ok(None)
+    }
+
+    async fn outbound(
+        &self,
+        server: &Arc<Server>,
+        session: &Arc<Session>,
+        stanza: &mut Element,
+    ) -> Flow {
+        if stanza.name != "message" {
+            return Flow::Continue;
+        }
+        let user = session.bare();
+        // A message to the user's own account is copied as `received` when it is delivered.
+        let to_self = match stanza.attr("to") {
+            None => true,
+            Some(t) => Jid::new(t).is_ok_and(|t| t.to_bare() == user),
+        };
+        if to_self || !eligible(stanza, Direction::Sent, &user) {
+            return Flow::Continue;
+        }
+        let targets: Vec<Arc<Session>> = server
+            .sessions
+            .resources(&user)
+            .into_iter()
+            .filter(|s| s.id != session.id && s.presence().carbons)
+            .collect();
+        for s in targets {
+            s.send(&carbon(Direction::Sent, &user, &s, stanza));
+        }
+        Flow::Continue
+    }
+
+    async fn inbound(&self, server: &Arc<Server>, to: &BareJid, stanza: &mut Element) -> Flow {
+        if stanza.name != "message" {
+            return Flow::Continue;
+        }
+        if !eligible(stanza, Direction::Received, to) {
+            // The receiving server removes `<private/>` before delivery ("Avoiding Carbons").
+            stanza.remove_child("private", NS_CARBONS);
+            return Flow::Continue;
+        }
+        let resources = server.sessions.resources(to);
+        if !resources.iter().any(|s| s.presence().carbons) {
+            return Flow::Continue;
+        }
+        // Who gets the message itself under RFC 6121 §8.5 (as the router will decide): the
+        // addressed resource if it is bound, else the highest-priority available resources.
+        let addressed = match stanza.attr("to").and_then(|t| Jid::new(t).ok()) {
+            Some(j) => match j.try_as_full().ok().and_then(|f| server.sessions.get(f)) {
+                Some(s) => vec![s],
+                None => server.message_targets(to, false),
+            },
+            None => server.message_targets(to, false),
+        };
+        // A message between two resources of the account is not copied back to its sender.
+        let sender = stanza.attr("from").map(str::to_owned);
+        for s in resources {
+            if !s.presence().carbons
+                || addressed.iter().any(|a| a.id == s.id)
+                || sender.as_deref() == Some(s.jid.as_str())
+            {
+                continue;
+            }
+            s.send(&carbon(Direction::Received, to, &s, stanza));
+        }
+        Flow::Continue
+    }
+}

@@ -1,0 +1,405 @@
+//! XEP-0030 Service Discovery for the server JID and for accounts' bare JIDs.
+//!
+//! The server is `<identity category='server' type='im'/>` with the features every loaded module
+//! declares ([`Module::server_features`]); an account is `<identity category='account'
+//! type='registered'/>` with the features of [`Module::account_features`]. Items are empty for
+//! now (services such as MUC will be listed when they exist); node queries get `item-not-found`
+//! (XEP-0030 §3.1, §4.1: no nodes are defined).
+//!
+//! An account answers the user itself and the contacts allowed to see its presence (a `from` or
+//! `both` subscription), as Prosody does; anyone else gets `service-unavailable`, the answer for
+//! an account that does not exist, so disco does not reveal which accounts exist.
+
+use crate::last::subscribed_from;
+use franca_core::{IqRequest, IqResult, IqTarget, Module, Server};
+use franca_proto::errors::{StanzaError, StanzaErrorCondition as Cond};
+use franca_proto::ns::{NS_DISCO_INFO, NS_DISCO_ITEMS};
+use franca_xml::Element;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+pub struct Disco;
+
+/// The server identity's human-readable name.
+pub const SERVER_NAME: &str = "Franca";
+
+fn identity(category: &str, kind: &str, name: Option<&str>) -> Element {
+    let mut el = Element::new("identity", NS_DISCO_INFO)
+        .with_attr("category", category)
+        .with_attr("type", kind);
+    if let Some(n) = name {
+        el.set_attr("name", n);
+    }
+    el
+}
+
+/// The disco#info result: identity, then features sorted and without duplicates.
+fn info(identity: Element, features: BTreeSet<&str>) -> Element {
+    let mut query = Element::new("query", NS_DISCO_INFO).with_child(identity);
+    for f in features {
+        query.push(Element::new("feature", NS_DISCO_INFO).with_attr("var", f));
+    }
+    query
+}
+
+#[async_trait::async_trait]
+impl Module for Disco {
+    fn name(&self) -> &'static str {
+        "disco"
+    }
+
+    fn iqs(&self) -> &'static [(IqTarget, &'static str)] {
+        &[
+            (IqTarget::Server, NS_DISCO_INFO),
+            (IqTarget::Server, NS_DISCO_ITEMS),
+            (IqTarget::Account, NS_DISCO_INFO),
+            (IqTarget::Account, NS_DISCO_ITEMS),
+        ]
+    }
+
+    fn server_features(&self) -> &'static [&'static str] {
+        &[NS_DISCO_INFO, NS_DISCO_ITEMS]
+    }
+
+    fn account_features(&self) -> &'static [&'static str] {
+        &[NS_DISCO_INFO, NS_DISCO_ITEMS]
+    }
+
+    async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest<'_>) -> IqResult {
+        let Some(payload) = req.payload() else {
+            return Err(StanzaError::new(Cond::BadRequest));
+        };
+        let ns = payload.ns.as_str();
+        if req.is_set() || payload.name != "query" {
+            return Err(StanzaError::new(Cond::BadRequest));
+        }
+        let account = req.to.node().is_some();
+        if account
+            && !req.from_self()
+            && !subscribed_from(server, &req.to.to_bare(), &req.from.to_bare()).await
+        {
+            return Err(StanzaError::new(Cond::ServiceUnavailable));
+        }
+        if payload.attr("node").is_some_and(|n| !n.is_empty()) {
+            return Err(StanzaError::new(Cond::ItemNotFound));
+        }
+        if ns == NS_DISCO_ITEMS {
+            return Ok(Some(Element::new("query", NS_DISCO_ITEMS)));
+        }
+        let reply = if account {
+            let features = server
+                .modules
+                .iter()
+                .flat_map(|m| m.account_features().iter().copied())
+                .collect();
+            info(identity("account", "registered", None), features)
+        } else {
+            let features = server
+                .modules
+                .iter()
+                .flat_map(|m| m.server_features().iter().copied())
+                .collect();
+            info(identity("server", "im", Some(SERVER_NAME)), features)
+        };
+        Ok(Some(reply))
+    }
+}
+
+/// Test support shared by this crate's module tests: a server on an in-memory store with a few
+/// accounts, and clients bound to it whose queues are read back as parsed stanzas.
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+pub(crate) mod testing {
+    use crate::offline::parse_stored;
+    use franca_core::session::Outbound;
+    use franca_core::{Config, Module, Modules, Server, Session, SessionEvent};
+    use franca_xml::{Element, Node};
+    use jid::FullJid;
+    use std::sync::Arc;
+    use tokio::sync::mpsc;
+
+    /// Accounts every test server has.
+    pub(crate) const USERS: &[&str] = &["juliet", "romeo", "nurse", "benvolio"];
+
+    pub(crate) async fn server(modules: Vec<Arc<dyn Module>>) -> Arc<Server> {
+        server_with(Config::default(), modules).await
+    }
+
+    pub(crate) async fn server_with(config: Config, modules: Vec<Arc<dyn Module>>) -> Arc<Server> {
+        let store = franca_store::open("sqlite::memory:")
+            .await
+            .expect("in-memory store");
+        for u in USERS {
+            store
+                .create_user(&format!("{u}@localhost"), &[])
+                .await
+                .expect("create user");
+        }
+        let mut loaded = Modules::new();
+        for m in modules {
+            loaded.load(m);
+        }
+        Server::new(config, store, loaded)
+    }
+
+    /// Parse test XML (in a `jabber:client` stream), ignoring whitespace between elements and
+    /// attribute order.
+    pub(crate) fn xml(s: &str) -> Element {
+        normalise(parse_stored(s).unwrap_or_else(|| panic!("test XML does not parse: {s}")))
+    }
+
+    pub(crate) fn normalise(mut el: Element) -> Element {
+        el.attrs.sort();
+        let has_elements = el.elements().next().is_some();
+        el.children = el
+            .children
+            .into_iter()
+            .filter_map(|n| match n {
+                Node::Text(t) if has_elements && t.trim().is_empty() => None,
+                Node::Element(e) => Some(Node::Element(normalise(e))),
+                other => Some(other),
+            })
+            .collect();
+        el
+    }
+
+    /// One bound resource and its outbound queue.
+    pub(crate) struct Client {
+        pub(crate) server: Arc<Server>,
+        pub(crate) session: Arc<Session>,
+        rx: mpsc::Receiver<Outbound>,
+    }
+
+    impl Client {
+        /// Bind `jid` (no presence sent yet).
+        pub(crate) async fn bind(server: &Arc<Server>, jid: &str) -> Client {
+            let jid = FullJid::new(jid).expect("full JID");
+            let bound = server.bind(jid).await;
+            Client {
+                server: server.clone(),
+                session: bound.session,
+                rx: bound.rx,
+            }
+        }
+
+        /// Bind `jid` and mark it available with `priority`, as the presence module does on
+        /// initial presence, then emit `SessionEvent::Available`.
+        pub(crate) async fn online(server: &Arc<Server>, jid: &str, priority: i8) -> Client {
+            let c = Client::bind(server, jid).await;
+            {
+                let mut p = c.session.presence();
+                p.available = true;
+                p.priority = priority;
+                p.interested = true;
+            }
+            server
+                .emit(&SessionEvent::Available(c.session.clone()))
+                .await;
+            c
+        }
+
+        /// Send a stanza as this client.
+        pub(crate) async fn send(&self, stanza: &str) {
+            self.server
+                .route_from_session(&self.session, xml(stanza))
+                .await;
+        }
+
+        /// The next queued item, if any.
+        pub(crate) fn next(&mut self) -> Option<Outbound> {
+            self.rx.try_recv().ok()
+        }
+
+        /// The next queued stanza, parsed; panics on a stream close.
+        pub(crate) fn recv(&mut self) -> Option<Element> {
+            match self.next()? {
+                Outbound::Xml(s) => Some(xml(&s)),
+                Outbound::Close(e, t) => panic!("stream closed: {e} {t:?}"),
+            }
+        }
+
+        /// Assert that the next stanza is `want`.
+        #[track_caller]
+        pub(crate) fn expect(&mut self, want: &str) {
+            let got = self.recv().map(|e| e.to_xml());
+            assert_eq!(
+                got.as_deref(),
+                Some(xml(want).to_xml().as_str()),
+                "to {}",
+                self.session.jid
+            );
+        }
+
+        /// Assert that the next stanza is `want` once its (generated) `id` is replaced by `id`.
+        #[track_caller]
+        pub(crate) fn expect_with_id(&mut self, id: &str, want: &str) {
+            let got = self.recv().map(|mut e| {
+                assert!(e.attr("id").is_some_and(|i| !i.is_empty()), "no id: {e:?}");
+                e.set_attr("id", id);
+                normalise(e).to_xml()
+            });
+            assert_eq!(
+                got.as_deref(),
+                Some(xml(want).to_xml().as_str()),
+                "to {}",
+                self.session.jid
+            );
+        }
+
+        /// Assert that nothing is queued.
+        #[track_caller]
+        pub(crate) fn silent(&mut self) {
+            if let Some(o) = self.next() {
+                panic!("{} expected nothing, got {o:?}", self.session.jid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{Client, server};
+    use super::*;
+    use franca_store::{RosterItem, Subscription};
+
+    async fn disco_server() -> Arc<Server> {
+        server(vec![
+            Arc::new(crate::blocking::Blocking),
+            Arc::new(crate::ping::Ping),
+            Arc::new(crate::time::Time),
+            Arc::new(Disco),
+        ])
+        .await
+    }
+
+    #[tokio::test]
+    async fn xep0030_info_of_the_server_lists_identity_and_every_module_feature() {
+        let server = disco_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send(
+                "<iq type='get' id='info1' to='localhost'>
+                   <query xmlns='http://jabber.org/protocol/disco#info'/>
+                 </iq>",
+            )
+            .await;
+        juliet.expect(
+            "<iq type='result' id='info1' from='localhost' to='juliet@localhost/balcony'>
+               <query xmlns='http://jabber.org/protocol/disco#info'>
+                 <identity category='server' type='im' name='Franca'/>
+                 <feature var='http://jabber.org/protocol/disco#info'/>
+                 <feature var='http://jabber.org/protocol/disco#items'/>
+                 <feature var='urn:xmpp:blocking'/>
+                 <feature var='urn:xmpp:ping'/>
+                 <feature var='urn:xmpp:time'/>
+               </query>
+             </iq>",
+        );
+        juliet.silent();
+    }
+
+    #[tokio::test]
+    async fn xep0030_items_of_the_server_are_empty() {
+        let server = disco_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send(
+                "<iq type='get' id='items1' to='localhost'>
+                   <query xmlns='http://jabber.org/protocol/disco#items'/>
+                 </iq>",
+            )
+            .await;
+        juliet.expect(
+            "<iq type='result' id='items1' from='localhost' to='juliet@localhost/balcony'>
+               <query xmlns='http://jabber.org/protocol/disco#items'/>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0030_unknown_node_is_item_not_found() {
+        let server = disco_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send(
+                "<iq type='get' id='n1' to='localhost'>
+                   <query xmlns='http://jabber.org/protocol/disco#info' node='http://example.org/x'/>
+                 </iq>",
+            )
+            .await;
+        juliet.expect(
+            "<iq type='error' id='n1' from='localhost' to='juliet@localhost/balcony'>
+               <error type='cancel'>
+                 <item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>
+               </error>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0030_info_of_own_account() {
+        let server = disco_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send(
+                "<iq type='get' id='acc1'>
+                   <query xmlns='http://jabber.org/protocol/disco#info'/>
+                 </iq>",
+            )
+            .await;
+        juliet.expect(
+            "<iq type='result' id='acc1' from='juliet@localhost' to='juliet@localhost/balcony'>
+               <query xmlns='http://jabber.org/protocol/disco#info'>
+                 <identity category='account' type='registered'/>
+                 <feature var='http://jabber.org/protocol/disco#info'/>
+                 <feature var='http://jabber.org/protocol/disco#items'/>
+                 <feature var='urn:xmpp:blocking'/>
+                 <feature var='urn:xmpp:ping'/>
+               </query>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0030_account_info_for_subscribed_contact_but_not_strangers() {
+        let server = disco_server().await;
+        let item = RosterItem {
+            jid: "romeo@localhost".into(),
+            subscription: Subscription::From,
+            ..RosterItem::default()
+        };
+        server
+            .store
+            .put_roster_item("juliet@localhost", &item)
+            .await
+            .expect("roster");
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send(
+                "<iq type='get' id='c1' to='juliet@localhost'>
+                   <query xmlns='http://jabber.org/protocol/disco#items'/>
+                 </iq>",
+            )
+            .await;
+        romeo.expect(
+            "<iq type='result' id='c1' from='juliet@localhost' to='romeo@localhost/orchard'>
+               <query xmlns='http://jabber.org/protocol/disco#items'/>
+             </iq>",
+        );
+        let mut nurse = Client::online(&server, "nurse@localhost/chamber", 0).await;
+        nurse
+            .send(
+                "<iq type='get' id='s1' to='juliet@localhost'>
+                   <query xmlns='http://jabber.org/protocol/disco#info'/>
+                 </iq>",
+            )
+            .await;
+        nurse.expect(
+            "<iq type='error' id='s1' from='juliet@localhost' to='nurse@localhost/chamber'>
+               <error type='cancel'>
+                 <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>
+               </error>
+             </iq>",
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! XEP-0160 Best Practices for Handling Offline Messages: a `normal` or `chat` message for an
+//! account with no resource that can take it is stored (up to `offline.max_per_user`), and
+//! delivered with a XEP-0203 `<delay/>` when a resource of the account sends initial presence
+//! with a non-negative priority (XEP-0160 §3, RFC 6121 §8.5.2.1.1). Stored messages are deleted
+//! only once they are queued to that resource.
+//!
+//! XEP-0334 hints are honoured: `<no-store/>` and `<no-permanent-store/>` are not stored (the
+//! sender gets `service-unavailable`, as without offline storage); `<store/>` stores what would
+//! otherwise not be. A message with nothing worth keeping (only chat states, a thread or hints)
+//! is dropped silently, like ejabberd does: bouncing a typing notification helps nobody.
+
+use franca_core::session::OUTBOUND_QUEUE;
+use franca_core::util::{now_us, xep0082_datetime};
+use franca_core::{Flow, Module, Server, Session, SessionEvent};
+use franca_proto::errors::{StanzaError, StanzaErrorCondition as Cond};
+use franca_proto::ns::{NS_CLIENT, NS_DELAY, NS_HINTS, NS_OFFLINE};
+use franca_store::StoreError;
+use franca_xml::{Element, Event, Limits, NS_STREAMS, StreamReader};
+use jid::BareJid;
+use std::sync::Arc;
+
+pub struct Offline;
+
+const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+
+/// Most stored messages queued to a resource at once: half its outbound queue, so that a large
+/// backlog never makes the session look too slow (the rest follow at the next login).
+const MAX_PER_DELIVERY: usize = OUTBOUND_QUEUE / 2;
+
+/// Parse one element stored as XML by this server (offline messages, vCards). The store is
+/// trusted, but a damaged row must not take the server down: `None` when it does not parse.
+pub(crate) fn parse_stored(xml: &str) -> Option<Element> {
+    let header = format!("<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>");
+    let limits = Limits {
+        max_stanza_bytes: xml.len().saturating_add(header.len()).saturating_add(1024),
+        max_depth: 1024,
+        max_attrs: 1024,
+    };
+    let mut reader = StreamReader::new(limits);
+    let mut input = header.as_bytes();
+    if !matches!(reader.feed(&mut input), Ok(Some(Event::StreamStart(_)))) {
+        return None;
+    }
+    let mut input = xml.as_bytes();
+    match reader.feed(&mut input) {
+        Ok(Some(Event::Stanza(el))) => Some(el),
+        _ => None,
+    }
+}
+
+/// Whether `message` carries anything a user would want later.
+fn worth_storing(message: &Element) -> bool {
+    message.elements().any(|c| {
+        c.ns != NS_CHATSTATES && c.ns != NS_HINTS && !c.is("thread", NS_CLIENT)
+    })
+}
+
+enum Decision {
+    Store,
+    /// Let the router bounce it (`service-unavailable`).
+    Bounce,
+    /// Drop silently.
+    Drop,
+}
+
+fn decide(message: &Element) -> Decision {
+    if message.name != "message" {
+        return Decision::Bounce;
+    }
+    let hint = |name| message.has_child(name, NS_HINTS);
+    if hint("no-store") || hint("no-permanent-store") {
+        return Decision::Bounce;
+    }
+    let kind = message.attr("type").unwrap_or("normal");
+    if kind == "error" {
+        return Decision::Bounce;
+    }
+    if hint("store") {
+        return Decision::Store;
+    }
+    if matches!(kind, "groupchat" | "headline") {
+        return Decision::Bounce;
+    }
+    if worth_storing(message) {
+        Decision::Store
+    } else {
+        Decision::Drop
+    }
+}
+
+/// Queue the stored messages to `session`, oldest first, and delete those that were queued.
+async fn deliver(server: &Arc<Server>, session: &Arc<Session>) {
+    let user = session.bare();
+    let stored = match server.store.offline(user.as_str()).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(%user, "storage error reading offline messages: {e}");
+            return;
+        }
+    };
+    let domain = user.domain().as_str();
+    let mut done = Vec::new();
+    for m in stored.into_iter().take(MAX_PER_DELIVERY) {
+        let Some(mut message) = parse_stored(&m.xml) else {
+            tracing::error!(%user, id = m.id, "dropping unreadable offline message");
+            done.push(m.id);
+            continue;
+        };
+        message.push(
+            Element::new("delay", NS_DELAY)
+                .with_attr("from", domain)
+                .with_attr("stamp", xep0082_datetime(m.stamp_us)),
+        );
+        if !session.send(&message) {
+            break;
+        }
+        done.push(m.id);
+    }
+    if done.is_empty() {
+        return;
+    }
+    if let Err(e) = server.store.delete_offline(user.as_str(), &done).await {
+        // They were delivered; the worst outcome is that they are delivered again.
+        tracing::error!(%user, "storage error deleting offline messages: {e}");
+    }
+}
+
+#[async_trait::async_trait]
+impl Module for Offline {
+    fn name(&self) -> &'static str {
+        "offline"
+    }
+
+    fn server_features(&self) -> &'static [&'static str] {
+        &[NS_OFFLINE]
+    }
+
+    async fn undeliverable(&self, server: &Arc<Server>, to: &BareJid, stanza: &Element) -> Flow {
+        match decide(stanza) {
+            Decision::Bounce => return Flow::Continue,
+            Decision::Drop => return Flow::Handled,
+            Decision::Store => {}
+        }
+        let quota = server.config.offline.max_per_user;
+        let xml = stanza.to_xml();
+        match server
+            .store
+            .push_offline(to.as_str(), now_us(), &xml, quota)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::QuotaExceeded) => {
+                let e = StanzaError::new(Cond::ResourceConstraint)
+                    .with_text("the recipient's offline storage is full");
+                server.reply_error(stanza, e).await;
+            }
+            Err(e) => {
+                tracing::error!(user = %to, "storage error storing offline message: {e}");
+                server
+                    .reply_error(stanza, StanzaError::new(Cond::InternalServerError))
+                    .await;
+            }
+        }
+        Flow::Handled
+    }
+
+    async fn session_event(&self, server: &Arc<Server>, event: &SessionEvent) {
+        if let SessionEvent::Available(session) = event {
+            if session.presence().priority >= 0 {
+                deliver(server, session).await;
+            }
+        }
+    }
+}
