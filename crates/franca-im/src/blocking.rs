@@ -507,3 +507,398 @@ impl Module for Blocking {
         cache(server).remove(user);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disco::testing::{Client, server};
+    use franca_store::RosterItem;
+
+    async fn blocking_server() -> Arc<Server> {
+        server(vec![
+            Arc::new(Blocking),
+            Arc::new(crate::offline::Offline),
+            Arc::new(crate::ping::Ping),
+        ])
+        .await
+    }
+
+    async fn roster(server: &Server, user: &str, contact: &str, subscription: Subscription) {
+        let item = RosterItem {
+            jid: contact.into(),
+            subscription,
+            ..RosterItem::default()
+        };
+        server
+            .store
+            .put_roster_item(user, &item)
+            .await
+            .expect("roster item");
+    }
+
+    async fn block(juliet: &mut Client, jids: &[&str]) {
+        let items: String = jids.iter().map(|j| format!("<item jid='{j}'/>")).collect();
+        juliet
+            .send(&format!(
+                "<iq type='set' id='block1'><block xmlns='urn:xmpp:blocking'>{items}</block></iq>"
+            ))
+            .await;
+        juliet.expect_with_id(
+            "push",
+            &format!(
+                "<iq type='set' id='push' to='{}'><block xmlns='urn:xmpp:blocking'>{items}</block></iq>",
+                juliet.session.jid
+            ),
+        );
+        juliet.expect(&format!(
+            "<iq type='result' id='block1' from='juliet@localhost' to='{}'/>",
+            juliet.session.jid
+        ));
+    }
+
+    #[tokio::test]
+    async fn xep0191_user_retrieves_empty_block_list() {
+        let server = blocking_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        juliet
+            .send("<iq type='get' id='blocklist1'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+            .await;
+        juliet.expect(
+            "<iq type='result' id='blocklist1' from='juliet@localhost' to='juliet@localhost/chamber'>
+               <blocklist xmlns='urn:xmpp:blocking'/>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0191_user_blocks_contact_with_push_to_interested_resources() {
+        let server = blocking_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        let mut balcony = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        let mut uninterested = Client::bind(&server, "juliet@localhost/phone").await;
+        juliet
+            .send(
+                "<iq type='set' id='block1'>
+                   <block xmlns='urn:xmpp:blocking'>
+                     <item jid='Romeo@localhost'/><item jid='iago@shakespeare.lit'/>
+                   </block>
+                 </iq>",
+            )
+            .await;
+        // Pushed with the JIDs normalised, to the requester too, then the result.
+        juliet.expect_with_id(
+            "push",
+            "<iq type='set' id='push' to='juliet@localhost/chamber'>
+               <block xmlns='urn:xmpp:blocking'>
+                 <item jid='romeo@localhost'/><item jid='iago@shakespeare.lit'/>
+               </block>
+             </iq>",
+        );
+        juliet.expect(
+            "<iq type='result' id='block1' from='juliet@localhost' to='juliet@localhost/chamber'/>",
+        );
+        balcony.expect_with_id(
+            "push",
+            "<iq type='set' id='push' to='juliet@localhost/balcony'>
+               <block xmlns='urn:xmpp:blocking'>
+                 <item jid='romeo@localhost'/><item jid='iago@shakespeare.lit'/>
+               </block>
+             </iq>",
+        );
+        uninterested.silent();
+        juliet
+            .send("<iq type='get' id='blocklist1'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+            .await;
+        juliet.expect(
+            "<iq type='result' id='blocklist1' from='juliet@localhost' to='juliet@localhost/chamber'>
+               <blocklist xmlns='urn:xmpp:blocking'>
+                 <item jid='iago@shakespeare.lit'/>
+                 <item jid='romeo@localhost'/>
+               </blocklist>
+             </iq>",
+        );
+        // Kept in storage for the next sessions.
+        let mut stored = server
+            .store
+            .blocklist("juliet@localhost")
+            .await
+            .expect("blocklist");
+        stored.sort();
+        assert_eq!(stored, ["iago@shakespeare.lit", "romeo@localhost"]);
+    }
+
+    #[tokio::test]
+    async fn xep0191_block_without_item_is_bad_request() {
+        let server = blocking_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        juliet
+            .send("<iq type='set' id='block2'><block xmlns='urn:xmpp:blocking'/></iq>")
+            .await;
+        juliet.expect(
+            "<iq type='error' id='block2' from='juliet@localhost' to='juliet@localhost/chamber'>
+               <error type='modify'>
+                 <bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>
+                 <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>nothing to block</text>
+               </error>
+             </iq>",
+        );
+        juliet
+            .send("<iq type='set' id='block3'><block xmlns='urn:xmpp:blocking'><item jid='@x'/></block></iq>")
+            .await;
+        juliet.expect(
+            "<iq type='error' id='block3' from='juliet@localhost' to='juliet@localhost/chamber'>
+               <error type='modify'><jid-malformed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0191_block_list_belongs_to_its_account_only() {
+        let server = blocking_server().await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send("<iq type='get' id='b1' to='juliet@localhost'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+            .await;
+        romeo.expect(
+            "<iq type='error' id='b1' from='juliet@localhost' to='romeo@localhost/orchard'>
+               <error type='auth'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0191_blocked_contact_gets_service_unavailable_and_its_presence_is_dropped() {
+        let server = blocking_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        block(&mut juliet, &["romeo@localhost"]).await;
+
+        romeo
+            .send("<message to='juliet@localhost' type='chat' id='m1'><body>Art thou there?</body></message>")
+            .await;
+        romeo.expect(
+            "<message from='juliet@localhost' to='romeo@localhost/orchard' type='error' id='m1'>
+               <body>Art thou there?</body>
+               <error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+             </message>",
+        );
+        romeo
+            .send("<iq type='get' id='p1' to='juliet@localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await;
+        romeo.expect(
+            "<iq from='juliet@localhost' to='romeo@localhost/orchard' type='error' id='p1'>
+               <ping xmlns='urn:xmpp:ping'/>
+               <error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+             </iq>",
+        );
+        romeo.send("<presence to='juliet@localhost'/>").await;
+        romeo.send("<presence to='juliet@localhost' type='subscribe'/>").await;
+        romeo
+            .send("<message to='juliet@localhost/chamber' type='headline'><body>news</body></message>")
+            .await;
+        romeo.silent();
+        juliet.silent();
+
+        // Others still get through.
+        let nurse = Client::online(&server, "nurse@localhost/kitchen", 0).await;
+        nurse
+            .send("<message to='juliet@localhost/chamber' id='m2'><body>Madam!</body></message>")
+            .await;
+        juliet.expect(
+            "<message from='nurse@localhost/kitchen' to='juliet@localhost/chamber' id='m2'>
+               <body>Madam!</body>
+             </message>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0191_user_sending_to_blocked_contact_gets_not_acceptable_blocked() {
+        let server = blocking_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        block(&mut juliet, &["romeo@localhost"]).await;
+        juliet
+            .send("<message to='romeo@localhost/orchard' id='m3'><body>Can you hear me now?</body></message>")
+            .await;
+        juliet.expect(
+            "<message from='romeo@localhost/orchard' to='juliet@localhost/chamber' type='error' id='m3'>
+               <body>Can you hear me now?</body>
+               <error type='cancel'>
+                 <not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>
+                 <blocked xmlns='urn:xmpp:blocking:errors'/>
+               </error>
+             </message>",
+        );
+        romeo.silent();
+    }
+
+    #[tokio::test]
+    async fn xep0191_jid_matching_full_bare_and_domain() {
+        let server = blocking_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        let mut orchard = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        let garden = Client::online(&server, "romeo@localhost/garden", 0).await;
+        block(&mut juliet, &["romeo@localhost/orchard", "montague.lit"]).await;
+
+        orchard
+            .send("<message to='juliet@localhost' id='o1'><body>1</body></message>")
+            .await;
+        let bounce = orchard.recv().expect("bounce");
+        assert_eq!(bounce.attr("type"), Some("error"));
+        juliet.silent();
+
+        garden
+            .send("<message to='juliet@localhost' id='g1'><body>2</body></message>")
+            .await;
+        juliet.expect(
+            "<message from='romeo@localhost/garden' to='juliet@localhost' id='g1'><body>2</body></message>",
+        );
+
+        // A domain item covers every address there, with or without node or resource.
+        for to in ["montague.lit", "lord@montague.lit", "lord@montague.lit/hall", "montague.lit/x"] {
+            juliet
+                .send(&format!("<message to='{to}' id='d'><body>3</body></message>"))
+                .await;
+            let e = juliet.recv().expect("refused");
+            assert!(
+                e.child("error", franca_proto::ns::NS_CLIENT)
+                    .is_some_and(|e| e.has_child("blocked", NS_BLOCKING_ERRORS)),
+                "{to}: {e:?}"
+            );
+        }
+        // Not a subdomain, and not another server.
+        juliet
+            .send("<message to='a@conference.montague.lit' id='s'><body>4</body></message>")
+            .await;
+        let e = juliet.recv().expect("remote-server-not-found");
+        assert!(
+            e.child("error", franca_proto::ns::NS_CLIENT)
+                .is_some_and(|e| !e.has_child("blocked", NS_BLOCKING_ERRORS))
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0191_blocking_sends_unavailable_to_contact_who_sees_presence() {
+        let server = blocking_server().await;
+        roster(&server, "juliet@localhost", "romeo@localhost", Subscription::From).await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        block(&mut juliet, &["romeo@localhost", "nurse@localhost"]).await;
+        romeo.expect(
+            "<presence type='unavailable' from='juliet@localhost/chamber' to='romeo@localhost'/>",
+        );
+        romeo.silent();
+
+        // Presence broadcasts (routed by the presence module) no longer reach romeo.
+        let broadcast = |to: &str| {
+            Element::new("presence", NS_CLIENT)
+                .with_attr("from", "juliet@localhost/chamber")
+                .with_attr("to", to)
+        };
+        server.route(broadcast("romeo@localhost")).await;
+        romeo.silent();
+        let mut benvolio = Client::online(&server, "benvolio@localhost/square", 0).await;
+        server.route(broadcast("benvolio@localhost")).await;
+        benvolio.expect("<presence from='juliet@localhost/chamber' to='benvolio@localhost'/>");
+    }
+
+    #[tokio::test]
+    async fn xep0191_unblock_contact_pushes_restores_presence_and_delivery() {
+        let server = blocking_server().await;
+        roster(&server, "juliet@localhost", "romeo@localhost", Subscription::Both).await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        juliet.session.presence().last = Some(
+            Element::new("presence", NS_CLIENT)
+                .with_child(Element::new("show", NS_CLIENT).with_text("away")),
+        );
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        block(&mut juliet, &["romeo@localhost"]).await;
+        romeo.expect(
+            "<presence type='unavailable' from='juliet@localhost/chamber' to='romeo@localhost'/>",
+        );
+
+        juliet
+            .send("<iq type='set' id='unblock1'><unblock xmlns='urn:xmpp:blocking'><item jid='romeo@localhost'/></unblock></iq>")
+            .await;
+        juliet.expect_with_id(
+            "push",
+            "<iq type='set' id='push' to='juliet@localhost/chamber'>
+               <unblock xmlns='urn:xmpp:blocking'><item jid='romeo@localhost'/></unblock>
+             </iq>",
+        );
+        juliet.expect(
+            "<iq type='result' id='unblock1' from='juliet@localhost' to='juliet@localhost/chamber'/>",
+        );
+        romeo.expect(
+            "<presence from='juliet@localhost/chamber' to='romeo@localhost'><show>away</show></presence>",
+        );
+        romeo.expect("<presence type='probe' from='juliet@localhost' to='romeo@localhost'/>");
+
+        romeo
+            .send("<message to='juliet@localhost/chamber' id='m4'><body>Again</body></message>")
+            .await;
+        juliet.expect(
+            "<message from='romeo@localhost/orchard' to='juliet@localhost/chamber' id='m4'><body>Again</body></message>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0191_unblock_all() {
+        let server = blocking_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        block(&mut juliet, &["romeo@localhost", "nurse@localhost"]).await;
+        juliet
+            .send("<iq type='set' id='unblock2'><unblock xmlns='urn:xmpp:blocking'/></iq>")
+            .await;
+        juliet.expect_with_id(
+            "push",
+            "<iq type='set' id='push' to='juliet@localhost/chamber'><unblock xmlns='urn:xmpp:blocking'/></iq>",
+        );
+        juliet.expect(
+            "<iq type='result' id='unblock2' from='juliet@localhost' to='juliet@localhost/chamber'/>",
+        );
+        assert!(
+            server
+                .store
+                .blocklist("juliet@localhost")
+                .await
+                .expect("blocklist")
+                .is_empty()
+        );
+        let romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send("<message to='juliet@localhost' id='m5'><body>Free</body></message>")
+            .await;
+        juliet.expect(
+            "<message from='romeo@localhost/orchard' to='juliet@localhost' id='m5'><body>Free</body></message>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0191_block_lasts_across_sessions_and_applies_while_offline() {
+        let server = blocking_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        block(&mut juliet, &["romeo@localhost"]).await;
+        server.session_closed(&juliet.session).await;
+
+        // Offline: the blocked contact bounces, another sender's message is stored.
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send("<message to='juliet@localhost' type='chat' id='m6'><body>Hello?</body></message>")
+            .await;
+        assert_eq!(romeo.recv().and_then(|m| m.attr("type").map(str::to_owned)).as_deref(), Some("error"));
+        let mut nurse = Client::online(&server, "nurse@localhost/kitchen", 0).await;
+        nurse
+            .send("<message to='juliet@localhost' type='chat' id='m7'><body>Up!</body></message>")
+            .await;
+        nurse.silent();
+        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 1);
+
+        // A new session has the list loaded from storage.
+        let _juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        romeo
+            .send("<message to='juliet@localhost' type='chat' id='m8'><body>Now?</body></message>")
+            .await;
+        assert_eq!(romeo.recv().and_then(|m| m.attr("type").map(str::to_owned)).as_deref(), Some("error"));
+    }
+}

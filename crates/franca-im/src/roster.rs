@@ -137,7 +137,9 @@ fn parse_set(user: &BareJid, query: &Element) -> Result<ItemSet, StanzaError> {
         return bad("roster items are bare JIDs");
     };
     if jid == *user {
-        return Err(StanzaError::new(Cond::NotAllowed).with_text("the roster cannot hold its owner"));
+        return Err(
+            StanzaError::new(Cond::NotAllowed).with_text("the roster cannot hold its owner")
+        );
     }
     // §2.1.2.5: every subscription value other than "remove" is ignored, as are 'ask' and
     // 'approved' (§2.1.2.1, §2.1.2.2): state changes only through presence stanzas.
@@ -353,10 +355,7 @@ mod tests {
         // §2.3.2: the push goes to every interested resource, the requester included, and
         // the requester gets its result.
         balcony.send(SET_NURSE).await;
-        assert_eq!(
-            balcony.recv(),
-            [push(JB, 1, NURSE), result("s1", J, JB)]
-        );
+        assert_eq!(balcony.recv(), [push(JB, 1, NURSE), result("s1", J, JB)]);
         assert!(chamber.recv().is_empty());
 
         // Once it has asked, it is interested.
@@ -380,10 +379,7 @@ mod tests {
             .await;
         let item = "<item jid='nurse@localhost' subscription='none'><group>Friends</group>\
                     <group>Family</group></item>";
-        assert_eq!(
-            chamber.recv(),
-            [push("juliet@localhost/chamber", 2, item)]
-        );
+        assert_eq!(chamber.recv(), [push("juliet@localhost/chamber", 2, item)]);
         assert_eq!(balcony.recv(), [push(JB, 2, item), result("s2", J, JB)]);
     }
 
@@ -396,8 +392,10 @@ mod tests {
             .await;
         assert_eq!(
             j.recv(),
-            ["<iq type='result' id='g1' from='juliet@localhost' to='juliet@localhost/balcony'>\
-              <query xmlns='jabber:iq:roster' ver='0'/></iq>"]
+            [
+                "<iq type='result' id='g1' from='juliet@localhost' to='juliet@localhost/balcony'>\
+              <query xmlns='jabber:iq:roster' ver='0'/></iq>"
+            ]
         );
         j.send(SET_NURSE).await;
         assert_eq!(j.recv(), [push(JB, 1, NURSE), result("s1", J, JB)]);
@@ -424,11 +422,7 @@ mod tests {
         assert_eq!(
             j.recv(),
             [
-                push(
-                    JB,
-                    2,
-                    "<item jid='nurse@localhost' subscription='remove'/>"
-                ),
+                push(JB, 2, "<item jid='nurse@localhost' subscription='remove'/>"),
                 result("rm", J, JB)
             ]
         );
@@ -436,7 +430,11 @@ mod tests {
 
     #[test]
     fn rfc6121_2_6_1_and_3_4_1_stream_features() {
-        let features: Vec<String> = Roster.stream_features().iter().map(Element::to_xml).collect();
+        let features: Vec<String> = Roster
+            .stream_features()
+            .iter()
+            .map(Element::to_xml)
+            .collect();
         assert_eq!(
             features,
             [
@@ -497,7 +495,15 @@ mod tests {
             assert_eq!(set_error(&env, body).await, condition, "for {body}");
         }
         // Nothing was stored by any of them.
-        assert!(env.server.store.roster(J).await.expect("roster").1.is_empty());
+        assert!(
+            env.server
+                .store
+                .roster(J)
+                .await
+                .expect("roster")
+                .1
+                .is_empty()
+        );
 
         // §2.3.3: only the account itself may change its roster.
         let mut j = env.bind(JB).await;
@@ -533,8 +539,10 @@ mod tests {
     async fn rfc6121_2_1_2_ask_and_approved_in_results() {
         let env = Env::new(&[J, R, "nurse@localhost"]).await;
         let mut j = env.online(JB).await;
-        j.send("<presence type='subscribe' to='romeo@localhost'/>").await;
-        j.send("<presence type='subscribed' to='nurse@localhost'/>").await;
+        j.send("<presence type='subscribe' to='romeo@localhost'/>")
+            .await;
+        j.send("<presence type='subscribed' to='nurse@localhost'/>")
+            .await;
         j.recv();
         j.send("<iq type='get' id='g'><query xmlns='jabber:iq:roster'/></iq>")
             .await;
@@ -584,7 +592,14 @@ mod tests {
                 push(RO, 6, "<item jid='juliet@localhost' subscription='none'/>"),
             ]
         );
-        assert!(env.server.store.roster_item(J, R).await.expect("item").is_none());
+        assert!(
+            env.server
+                .store
+                .roster_item(J, R)
+                .await
+                .expect("item")
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -592,7 +607,8 @@ mod tests {
         let env = Env::new(&[J, R]).await;
         let mut j = env.online(JB).await;
         let mut r = env.online(RO).await;
-        j.send("<presence type='subscribe' to='romeo@localhost'/>").await;
+        j.send("<presence type='subscribe' to='romeo@localhost'/>")
+            .await;
         j.recv();
         r.recv();
         r.send(
@@ -610,7 +626,14 @@ mod tests {
                 push(JB, 2, "<item jid='romeo@localhost' subscription='none'/>"),
             ]
         );
-        assert!(env.server.store.roster_item(R, J).await.expect("item").is_none());
+        assert!(
+            env.server
+                .store
+                .roster_item(R, J)
+                .await
+                .expect("item")
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -618,7 +641,8 @@ mod tests {
         let env = Env::new(&[J, R]).await;
         let mut j = env.online(JB).await;
         let mut r = env.online(RO).await;
-        j.send("<presence type='subscribe' to='romeo@localhost'/>").await;
+        j.send("<presence type='subscribe' to='romeo@localhost'/>")
+            .await;
         j.recv();
         r.recv();
         // Romeo adds Juliet to his roster without answering yet: None + Pending In.
@@ -630,15 +654,24 @@ mod tests {
         assert_eq!(
             r.recv(),
             [
-                push(RO, 2, "<item jid='juliet@localhost' name='J' subscription='none'/>"),
+                push(
+                    RO,
+                    2,
+                    "<item jid='juliet@localhost' name='J' subscription='none'/>"
+                ),
                 result("s", R, RO)
             ]
         );
         // Then approves: the name stays.
-        r.send("<presence type='subscribed' to='juliet@localhost'/>").await;
+        r.send("<presence type='subscribed' to='juliet@localhost'/>")
+            .await;
         assert_eq!(
             r.recv(),
-            [push(RO, 3, "<item jid='juliet@localhost' name='J' subscription='from'/>")]
+            [push(
+                RO,
+                3,
+                "<item jid='juliet@localhost' name='J' subscription='from'/>"
+            )]
         );
         assert_eq!(j.recv().len(), 3);
     }

@@ -216,6 +216,10 @@ impl C2sStream {
         }
         self.domain = Some(domain.clone());
         self.open_header(domain);
+        // RFC 6120 §4.8.2: a c2s stream's content namespace is jabber:client.
+        if header.attr("xmlns") != Some(NS_CLIENT) {
+            return self.fail(StreamError::InvalidNamespace, Some("expected jabber:client"));
+        }
         // RFC 6120 §4.7.5: a major version below 1 is not supported.
         let version_ok = header
             .attr("version")

@@ -170,6 +170,9 @@ async fn sqlite_setup(conn: &mut AnyConnection, wal: bool) -> sqlx::Result<()> {
 fn sqlite_pool(max: u32, wal: bool) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
+        // A local file connection cannot go stale; the per-acquire ping would be pure cost.
+        // (PostgreSQL keeps the ping: it catches connections dropped by a server restart.)
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| Box::pin(sqlite_setup(conn, wal)))
 }
 
