@@ -198,3 +198,250 @@ impl Module for Carbons {
         Flow::Continue
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disco::testing::{Client, server};
+
+    async fn carbons_on(client: &mut Client) {
+        client
+            .send("<iq type='set' id='enable1'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+            .await;
+        client.expect(&format!(
+            "<iq type='result' id='enable1' from='{}' to='{}'/>",
+            client.session.bare(),
+            client.session.jid
+        ));
+    }
+
+    async fn carbons_server() -> Arc<Server> {
+        server(vec![Arc::new(Carbons)]).await
+    }
+
+    #[tokio::test]
+    async fn xep0280_enabling_and_disabling_carbons() {
+        let server = carbons_server().await;
+        let mut romeo = Client::online(&server, "romeo@localhost/garden", 0).await;
+        carbons_on(&mut romeo).await;
+        assert!(romeo.session.presence().carbons);
+        // A second enable is not an error ("Handling Multiple Enable/Disable Requests").
+        carbons_on(&mut romeo).await;
+        romeo
+            .send("<iq type='set' id='disable1'><disable xmlns='urn:xmpp:carbons:2'/></iq>")
+            .await;
+        romeo.expect("<iq type='result' id='disable1' from='romeo@localhost' to='romeo@localhost/garden'/>");
+        assert!(!romeo.session.presence().carbons);
+    }
+
+    #[tokio::test]
+    async fn xep0280_cannot_enable_for_another_account() {
+        let server = carbons_server().await;
+        let mut romeo = Client::online(&server, "romeo@localhost/garden", 0).await;
+        romeo
+            .send("<iq type='set' id='e2' to='juliet@localhost'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+            .await;
+        romeo.expect(
+            "<iq type='error' id='e2' from='juliet@localhost' to='romeo@localhost/garden'>
+               <error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0280_receiving_messages_to_a_full_jid() {
+        let server = carbons_server().await;
+        let mut garden = Client::online(&server, "romeo@localhost/garden", 0).await;
+        let mut home = Client::online(&server, "romeo@localhost/home", 0).await;
+        let mut phone = Client::online(&server, "romeo@localhost/phone", 0).await;
+        carbons_on(&mut garden).await;
+        carbons_on(&mut home).await;
+        let juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send(
+                "<message to='romeo@localhost/garden' type='chat' id='m1'>
+                   <body>What man art thou?</body><thread>0e3141cd</thread>
+                 </message>",
+            )
+            .await;
+        home.expect(
+            "<message from='romeo@localhost' to='romeo@localhost/home' type='chat'>
+               <received xmlns='urn:xmpp:carbons:2'>
+                 <forwarded xmlns='urn:xmpp:forward:0'>
+                   <message xmlns='jabber:client' from='juliet@localhost/balcony'
+                            to='romeo@localhost/garden' type='chat' id='m1'>
+                     <body>What man art thou?</body><thread>0e3141cd</thread>
+                   </message>
+                 </forwarded>
+               </received>
+             </message>",
+        );
+        garden.expect(
+            "<message from='juliet@localhost/balcony' to='romeo@localhost/garden' type='chat' id='m1'>
+               <body>What man art thou?</body><thread>0e3141cd</thread>
+             </message>",
+        );
+        home.silent();
+        garden.silent();
+        // Carbons not enabled: nothing.
+        phone.silent();
+    }
+
+    #[tokio::test]
+    async fn xep0280_receiving_messages_to_the_bare_jid_copies_to_lower_priority_resources() {
+        let server = carbons_server().await;
+        let mut top = Client::online(&server, "romeo@localhost/home", 5).await;
+        let mut low = Client::online(&server, "romeo@localhost/garden", 0).await;
+        carbons_on(&mut top).await;
+        carbons_on(&mut low).await;
+        let juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send("<message to='romeo@localhost' id='m2'><body>Hi</body></message>")
+            .await;
+        top.expect("<message from='juliet@localhost/balcony' to='romeo@localhost' id='m2'><body>Hi</body></message>");
+        low.expect(
+            "<message from='romeo@localhost' to='romeo@localhost/garden'>
+               <received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>
+                 <message xmlns='jabber:client' from='juliet@localhost/balcony' to='romeo@localhost' id='m2'>
+                   <body>Hi</body>
+                 </message>
+               </forwarded></received>
+             </message>",
+        );
+        top.silent();
+        low.silent();
+    }
+
+    #[tokio::test]
+    async fn xep0280_sending_messages() {
+        let server = carbons_server().await;
+        let home = Client::online(&server, "romeo@localhost/home", 0).await;
+        let mut garden = Client::online(&server, "romeo@localhost/garden", 0).await;
+        carbons_on(&mut garden).await;
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        home.send(
+            "<message to='juliet@localhost/balcony' type='chat' id='s1'>
+               <body>Neither, fair saint</body>
+             </message>",
+        )
+        .await;
+        garden.expect(
+            "<message from='romeo@localhost' to='romeo@localhost/garden' type='chat'>
+               <sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>
+                 <message xmlns='jabber:client' from='romeo@localhost/home'
+                          to='juliet@localhost/balcony' type='chat' id='s1'>
+                   <body>Neither, fair saint</body>
+                 </message>
+               </forwarded></sent>
+             </message>",
+        );
+        juliet.expect(
+            "<message from='romeo@localhost/home' to='juliet@localhost/balcony' type='chat' id='s1'>
+               <body>Neither, fair saint</body>
+             </message>",
+        );
+        // The sender does not get a copy of its own message, even with carbons enabled.
+        let mut home = home;
+        carbons_on(&mut home).await;
+        home.send("<message to='juliet@localhost' type='chat' id='s2'><body>Again</body></message>")
+            .await;
+        home.silent();
+        assert!(garden.recv().is_some_and(|m| m.has_child("sent", NS_CARBONS)));
+    }
+
+    #[tokio::test]
+    async fn xep0280_avoiding_carbons_with_private_and_no_copy() {
+        let server = carbons_server().await;
+        let home = Client::online(&server, "romeo@localhost/home", 0).await;
+        let mut garden = Client::online(&server, "romeo@localhost/garden", 0).await;
+        carbons_on(&mut garden).await;
+        let mut balcony = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        let mut chamber = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        carbons_on(&mut chamber).await;
+        home.send(
+            "<message to='juliet@localhost/balcony' type='chat' id='p1'>
+               <body>Secret</body><private xmlns='urn:xmpp:carbons:2'/>
+             </message>",
+        )
+        .await;
+        garden.silent();
+        chamber.silent();
+        // The receiving server removes <private/>.
+        balcony.expect(
+            "<message from='romeo@localhost/home' to='juliet@localhost/balcony' type='chat' id='p1'>
+               <body>Secret</body>
+             </message>",
+        );
+        home.send(
+            "<message to='juliet@localhost/balcony' type='chat' id='p2'>
+               <body>Hint</body><no-copy xmlns='urn:xmpp:hints'/>
+             </message>",
+        )
+        .await;
+        garden.silent();
+        chamber.silent();
+        assert!(balcony.recv().is_some());
+    }
+
+    #[test]
+    fn xep0280_messages_eligible_for_carbons_delivery() {
+        use crate::disco::testing::xml;
+        let user = BareJid::new("romeo@localhost").expect("jid");
+        let cases = [
+            ("<message type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>", true, true),
+            ("<message><body>normal with body</body></message>", true, true),
+            ("<message type='bogus'><body>unknown type is normal</body></message>", true, true),
+            ("<message><received xmlns='urn:xmpp:receipts' id='x'/></message>", true, true),
+            ("<message><displayed xmlns='urn:xmpp:chat-markers:0' id='x'/></message>", true, true),
+            ("<message><active xmlns='http://jabber.org/protocol/chatstates'/></message>", false, false),
+            ("<message type='headline'><body>news</body></message>", false, false),
+            ("<message type='groupchat'><body>all</body></message>", false, false),
+            ("<message type='chat'><body>x</body><private xmlns='urn:xmpp:carbons:2'/></message>", false, false),
+            ("<message type='chat'><body>x</body><no-copy xmlns='urn:xmpp:hints'/></message>", false, false),
+            (
+                "<message type='chat'><received xmlns='urn:xmpp:carbons:2'/></message>",
+                false,
+                false,
+            ),
+            // Bounces of messages sent to a bare JID come from that bare JID.
+            ("<message type='error' from='juliet@localhost'><body>x</body></message>", false, true),
+            ("<message type='error' from='juliet@localhost/balcony'><body>x</body></message>", false, false),
+            // MUC private messages are not copied on receipt; MUC invitations to the bare JID are.
+            (
+                "<message type='chat' to='romeo@localhost/home'><body>psst</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>",
+                true,
+                false,
+            ),
+            (
+                "<message to='romeo@localhost'><body>join</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>",
+                true,
+                true,
+            ),
+        ];
+        for (stanza, sent, received) in cases {
+            let m = xml(stanza);
+            assert_eq!(eligible(&m, Direction::Sent, &user), sent, "sent: {stanza}");
+            assert_eq!(eligible(&m, Direction::Received, &user), received, "received: {stanza}");
+        }
+    }
+
+    #[tokio::test]
+    async fn xep0280_muc_private_messages_are_not_copied_on_receipt() {
+        let server = carbons_server().await;
+        let _home = Client::online(&server, "romeo@localhost/home", 0).await;
+        let mut garden = Client::online(&server, "romeo@localhost/garden", 0).await;
+        carbons_on(&mut garden).await;
+        let pm = Element::new("message", NS_CLIENT)
+            .with_attr("from", "room@conference.localhost/juliet")
+            .with_attr("to", "romeo@localhost/home")
+            .with_attr("type", "chat")
+            .with_child(Element::new("body", NS_CLIENT).with_text("psst"))
+            .with_child(Element::new("x", NS_MUC_USER));
+        let mut stanza = pm.clone();
+        let flow = Carbons
+            .inbound(&server, &BareJid::new("romeo@localhost").expect("jid"), &mut stanza)
+            .await;
+        assert_eq!(flow, Flow::Continue);
+        garden.silent();
+    }
+}

@@ -172,3 +172,169 @@ impl Module for Offline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disco::testing::{Client, server, server_with, xml};
+    use franca_core::Config;
+
+    async fn stamps(server: &Server, user: &str) -> Vec<String> {
+        server
+            .store
+            .offline(user)
+            .await
+            .expect("offline")
+            .iter()
+            .map(|m| xep0082_datetime(m.stamp_us))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn xep0160_messages_are_stored_and_delivered_with_xep0203_delay() {
+        let server = server(vec![Arc::new(Offline)]).await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send("<message to='juliet@localhost' type='chat' id='o1'><body>Wherefore?</body></message>")
+            .await;
+        romeo
+            .send("<message to='juliet@localhost/balcony' id='o2'><subject>s</subject><body>2</body></message>")
+            .await;
+        romeo.silent();
+        let stamps = stamps(&server, "juliet@localhost").await;
+        assert_eq!(stamps.len(), 2);
+
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet.expect(&format!(
+            "<message from='romeo@localhost/orchard' to='juliet@localhost' type='chat' id='o1'>
+               <body>Wherefore?</body>
+               <delay xmlns='urn:xmpp:delay' from='localhost' stamp='{}'/>
+             </message>",
+            stamps[0]
+        ));
+        juliet.expect(&format!(
+            "<message from='romeo@localhost/orchard' to='juliet@localhost' id='o2'>
+               <subject>s</subject><body>2</body>
+               <delay xmlns='urn:xmpp:delay' from='localhost' stamp='{}'/>
+             </message>",
+            stamps[1]
+        ));
+        juliet.silent();
+        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 0);
+    }
+
+    #[tokio::test]
+    async fn xep0160_negative_priority_does_not_receive_offline_messages() {
+        let server = server(vec![Arc::new(Offline)]).await;
+        let romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send("<message to='juliet@localhost' type='chat' id='o1'><body>1</body></message>")
+            .await;
+        let mut hidden = Client::online(&server, "juliet@localhost/bot", -1).await;
+        hidden.silent();
+        // RFC 6121 §8.5.2.1.1: a negative-priority resource does not get bare-JID messages,
+        // so new ones are stored too.
+        romeo
+            .send("<message to='juliet@localhost' type='chat' id='o2'><body>2</body></message>")
+            .await;
+        hidden.silent();
+        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 2);
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 1).await;
+        for id in ["o1", "o2"] {
+            assert_eq!(juliet.recv().and_then(|m| m.attr("id").map(str::to_owned)).as_deref(), Some(id));
+        }
+    }
+
+    #[tokio::test]
+    async fn xep0160_full_storage_bounces_resource_constraint() {
+        let mut config = Config::default();
+        config.offline.max_per_user = 1;
+        let server = server_with(config, vec![Arc::new(Offline)]).await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send("<message to='juliet@localhost' type='chat' id='q1'><body>1</body></message>")
+            .await;
+        romeo.silent();
+        romeo
+            .send("<message to='juliet@localhost' type='chat' id='q2'><body>2</body></message>")
+            .await;
+        romeo.expect(
+            "<message from='juliet@localhost' to='romeo@localhost/orchard' type='error' id='q2'>
+               <body>2</body>
+               <error type='wait'>
+                 <resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>
+                 <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>the recipient's offline storage is full</text>
+               </error>
+             </message>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0334_hints_and_chat_states_to_offline_users() {
+        let server = server(vec![Arc::new(Offline)]).await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        // Only a chat state: dropped, no bounce.
+        romeo
+            .send("<message to='juliet@localhost' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
+            .await;
+        romeo.silent();
+        // <no-store/>: not stored, so it bounces as if there were no offline storage.
+        romeo
+            .send("<message to='juliet@localhost' type='chat' id='h1'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>")
+            .await;
+        let bounce = romeo.recv().expect("bounce");
+        assert_eq!(bounce.attr("type"), Some("error"));
+        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 0);
+        // <store/> keeps what would otherwise be dropped.
+        romeo
+            .send("<message to='juliet@localhost' type='chat'><gone xmlns='http://jabber.org/protocol/chatstates'/><store xmlns='urn:xmpp:hints'/></message>")
+            .await;
+        romeo.silent();
+        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 1);
+    }
+
+    #[test]
+    fn xep0160_which_messages_are_stored() {
+        let stored = |s: &str| matches!(decide(&xml(s)), Decision::Store);
+        assert!(stored("<message><body>normal</body></message>"));
+        assert!(stored("<message type='chat'><body>chat</body></message>"));
+        assert!(stored("<message type='chat'><received xmlns='urn:xmpp:receipts' id='1'/></message>"));
+        assert!(stored("<message type='chat'><encrypted xmlns='eu.siacs.conversations.axolotl'/></message>"));
+        assert!(!stored("<message type='headline'><body>news</body></message>"));
+        assert!(!stored("<message type='groupchat'><body>room</body></message>"));
+        assert!(!stored("<message type='error'><body>err</body></message>"));
+        assert!(!stored("<message type='chat'><thread>t</thread><active xmlns='http://jabber.org/protocol/chatstates'/></message>"));
+        assert!(!stored("<message type='chat'><body>x</body><no-permanent-store xmlns='urn:xmpp:hints'/></message>"));
+        assert!(stored("<message type='headline'><body>x</body><store xmlns='urn:xmpp:hints'/></message>"));
+    }
+
+    #[tokio::test]
+    async fn xep0160_unreadable_rows_are_dropped_and_undelivered_ones_kept() {
+        let server = server(vec![Arc::new(Offline)]).await;
+        server
+            .store
+            .push_offline("juliet@localhost", 1_000_000, "<message><body>broken", 10)
+            .await
+            .expect("push");
+        server
+            .store
+            .push_offline("juliet@localhost", 2_000_000, "<message xmlns='jabber:client'><body>ok</body></message>", 10)
+            .await
+            .expect("push");
+        // A session that cannot take anything (its reader is gone) keeps everything queued.
+        let bound = server
+            .bind(jid::FullJid::new("juliet@localhost/gone").expect("jid"))
+            .await;
+        drop(bound.rx);
+        bound.session.presence().available = true;
+        server.emit(&SessionEvent::Available(bound.session.clone())).await;
+        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 1);
+
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet.expect(
+            "<message><body>ok</body><delay xmlns='urn:xmpp:delay' from='localhost' stamp='1970-01-01T00:00:02Z'/></message>",
+        );
+        juliet.silent();
+        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 0);
+    }
+}

@@ -620,8 +620,16 @@ async fn subscription_out(
     };
     let is_new = existing.is_none();
     if is_new && matches!(ty, Type::Subscribe | Type::Subscribed) {
-        if let Err(e) = roster::check_room(server, &user).await {
-            server.reply_error(stanza, e).await;
+        let refusal = match roster::has_room(server, &user).await {
+            Ok(true) => None,
+            Ok(false) => Some(roster::refusal(roster::ROSTER_FULL)),
+            Err(e) => {
+                tracing::error!(%user, "storage error counting roster items: {e}");
+                Some(StanzaError::new(Cond::InternalServerError))
+            }
+        };
+        if let Some(error) = refusal {
+            server.reply_error(stanza, error).await;
             return;
         }
     }
@@ -639,6 +647,13 @@ async fn subscription_out(
                 return;
             }
             server.route(stanza.clone()).await;
+            if no_such_local_account(server, to).await {
+                // RFC 6121 §8.5.1: a request to an account that does not exist is answered
+                // with 'unsubscribed'. The router drops presence to unknown local accounts
+                // before any hook sees it, so the answer is made here, as if from there.
+                let answer = subscription_stanza("unsubscribed", contact, user.as_str());
+                server.route(answer).await;
+            }
         }
         Type::Unsubscribe => {
             if out_unsubscribe(&mut item) && !save_and_push(server, &user, &item).await {
@@ -684,6 +699,13 @@ async fn subscription_out(
         },
         _ => {}
     }
+}
+
+/// A `localpart@domain` on a domain served here, with no account behind it.
+async fn no_such_local_account(server: &Server, to: &Jid) -> bool {
+    to.node().is_some()
+        && server.serves(to.domain().as_str())
+        && !server.account_exists(&to.to_bare()).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -808,8 +830,8 @@ async fn subscription_in(server: &Arc<Server>, owner: &BareJid, stanza: &mut Ele
             let mut item = match existing {
                 Some(item) => item,
                 None => {
-                    if roster::check_room(server, owner).await.is_err() {
-                        tracing::warn!(%owner, "roster full; subscription request dropped");
+                    if !roster::has_room(server, owner).await.unwrap_or(false) {
+                        tracing::warn!(%owner, "roster full or unreadable; request dropped");
                         return;
                     }
                     // §3.1.3: the requester is not added to the roster before approval.
@@ -1580,6 +1602,27 @@ mod tests {
             j.recv(),
             ["<presence type='error' to='juliet@localhost/balcony' \
               from='romeo@localhost/orchard'/>"]
+        );
+    }
+
+    #[tokio::test]
+    async fn rfc6121_8_5_1_subscription_to_a_missing_account() {
+        let env = Env::new(&[J]).await;
+        let mut j = env.online(JB).await;
+        j.send("<presence type='subscribe' to='ghost@localhost'/>")
+            .await;
+        assert_eq!(
+            j.recv(),
+            [
+                push(
+                    JB,
+                    1,
+                    "<item jid='ghost@localhost' subscription='none' ask='subscribe'/>"
+                ),
+                "<presence type='unsubscribed' from='ghost@localhost' to='juliet@localhost'/>"
+                    .to_owned(),
+                push(JB, 2, "<item jid='ghost@localhost' subscription='none'/>"),
+            ]
         );
     }
 

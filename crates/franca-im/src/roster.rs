@@ -117,10 +117,18 @@ struct ItemSet {
     groups: Vec<String>,
 }
 
+/// Why a roster set is refused: the condition and a text for the user. Kept small (rather
+/// than a whole [`StanzaError`]) so the happy path does not move a large `Result` around.
+pub(crate) type Refusal = (Cond, &'static str);
+
+pub(crate) fn refusal(r: Refusal) -> StanzaError {
+    StanzaError::new(r.0).with_text(r.1)
+}
+
 /// Validate the single `<item/>` of a roster set, in the order of §2.3.3.
-fn parse_set(user: &BareJid, query: &Element) -> Result<ItemSet, StanzaError> {
-    let bad = |text: &str| Err(StanzaError::new(Cond::BadRequest).with_text(text));
-    let not_acceptable = |text: &str| Err(StanzaError::new(Cond::NotAcceptable).with_text(text));
+fn parse_set(user: &BareJid, query: &Element) -> Result<ItemSet, Refusal> {
+    let bad = |text| Err((Cond::BadRequest, text));
+    let not_acceptable = |text| Err((Cond::NotAcceptable, text));
     let mut items = query.elements().filter(|e| e.is("item", NS_ROSTER));
     let (Some(item), None) = (items.next(), items.next()) else {
         return bad("a roster set carries exactly one item");
@@ -128,18 +136,15 @@ fn parse_set(user: &BareJid, query: &Element) -> Result<ItemSet, StanzaError> {
     let Some(jid) = item.attr("jid") else {
         return bad("the item has no jid");
     };
-    let jid = match Jid::new(jid) {
-        Ok(jid) => jid,
-        Err(_) => return Err(StanzaError::new(Cond::JidMalformed)),
+    let Ok(jid) = Jid::new(jid) else {
+        return Err((Cond::JidMalformed, "the item's jid is not a valid JID"));
     };
     // Roster items, and the subscriptions they carry, are between bare JIDs (§2.1.1).
     let Err(jid) = jid.try_into_full() else {
         return bad("roster items are bare JIDs");
     };
     if jid == *user {
-        return Err(
-            StanzaError::new(Cond::NotAllowed).with_text("the roster cannot hold its owner")
-        );
+        return Err((Cond::NotAllowed, "the roster cannot hold its owner"));
     }
     // §2.1.2.5: every subscription value other than "remove" is ignored, as are 'ask' and
     // 'approved' (§2.1.2.1, §2.1.2.2): state changes only through presence stanzas.
@@ -184,7 +189,7 @@ fn parse_set(user: &BareJid, query: &Element) -> Result<ItemSet, StanzaError> {
 
 /// §2.3 add and §2.4 update; §2.5 remove.
 async fn roster_set(server: &Arc<Server>, user: &BareJid, query: &Element) -> IqResult {
-    let set = parse_set(user, query)?;
+    let set = parse_set(user, query).map_err(refusal)?;
     let store = &server.store;
     let existing = store
         .roster_item(user.as_str(), set.jid.as_str())
@@ -199,7 +204,9 @@ async fn roster_set(server: &Arc<Server>, user: &BareJid, query: &Element) -> Iq
     let mut item = match existing {
         Some(item) => item,
         None => {
-            check_room(server, user).await?;
+            if !has_room(server, user).await.map_err(internal)? {
+                return Err(refusal(ROSTER_FULL));
+            }
             RosterItem {
                 jid: set.jid.as_str().to_owned(),
                 ..RosterItem::default()
@@ -218,13 +225,16 @@ async fn roster_set(server: &Arc<Server>, user: &BareJid, query: &Element) -> Iq
     Ok(None)
 }
 
-/// Refuse a new item once the roster is full.
-pub(crate) async fn check_room(server: &Server, user: &BareJid) -> Result<(), StanzaError> {
-    let (_, items) = server.store.roster(user.as_str()).await.map_err(internal)?;
-    if items.len() >= MAX_ITEMS {
-        return Err(StanzaError::new(Cond::PolicyViolation).with_text("the roster is full"));
-    }
-    Ok(())
+/// The answer to a new item in a full roster.
+pub(crate) const ROSTER_FULL: Refusal = (Cond::PolicyViolation, "the roster is full");
+
+/// Whether `user`'s roster can take one more item (see [`MAX_ITEMS`]).
+pub(crate) async fn has_room(
+    server: &Server,
+    user: &BareJid,
+) -> Result<bool, franca_store::StoreError> {
+    let (_, items) = server.store.roster(user.as_str()).await?;
+    Ok(items.len() < MAX_ITEMS)
 }
 
 /// §2.5.2: cancel the subscriptions in both directions as the item's state requires, then

@@ -1,6 +1,7 @@
 //! Storage for Franca: the [`Store`] trait that everything durable goes through, with a SQLite
 //! backend (embedded, the default) and a PostgreSQL backend, per-backend migrations applied at
-//! start, and one conformance suite ([`conformance`]) that both backends must pass.
+//! start, and one conformance suite ([`conformance`]) that both backends must pass. Both backends
+//! share one SQL implementation over sqlx's Any driver; [`open`] picks the backend from the URL.
 //!
 //! Accounts are identified by their normalised bare JID string (`user@domain`). Every write
 //! completes (is committed) before the future returns, so callers may acknowledge afterwards.
