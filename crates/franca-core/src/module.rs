@@ -115,16 +115,20 @@ pub trait Module: Send + Sync + 'static {
 
     async fn session_event(&self, _server: &Arc<Server>, _event: &SessionEvent) {}
 
-    /// The account was deleted; its stored data is already gone.
+    /// The account is being deleted: its sessions are closed and its data is still stored, so a
+    /// module can tell contacts; the data is deleted right after every module has run.
     async fn user_removed(&self, _server: &Arc<Server>, _user: &BareJid) {}
 }
+
+/// One IQ registration: the target it answers for and the module.
+type IqRoute = (IqTarget, Arc<dyn Module>);
 
 /// The loaded modules, in hook order, and the IQ dispatch table built from them.
 #[derive(Default)]
 pub struct Modules {
     list: Vec<Arc<dyn Module>>,
     /// Keyed by namespace so a lookup borrows the payload's `&str` without allocating.
-    iq: HashMap<&'static str, Vec<(IqTarget, Arc<dyn Module>)>>,
+    iq: HashMap<&'static str, Vec<IqRoute>>,
 }
 
 impl Modules {

@@ -62,10 +62,10 @@ impl Server {
             // Keep the normalised form so every later comparison is exact.
             stanza.set_attr("to", to.as_str());
         }
-        if Kind::of(&stanza) == Some(Kind::Iq) {
-            if let Err(e) = check_iq(&stanza) {
-                return self.reply_error(&stanza, e).await;
-            }
+        if Kind::of(&stanza) == Some(Kind::Iq)
+            && let Err(e) = check_iq(&stanza)
+        {
+            return self.reply_error(&stanza, e).await;
         }
         for m in self.modules.iter() {
             if m.outbound(self, session, &mut stanza).await == Flow::Handled {
@@ -197,10 +197,8 @@ impl Server {
                     .map(|prio| (prio, s.clone()))
             })
             .collect();
-        if !headline {
-            if let Some(max) = candidates.iter().map(|(p, _)| *p).max() {
-                candidates.retain(|(p, _)| *p == max);
-            }
+        if !headline && let Some(max) = candidates.iter().map(|(p, _)| *p).max() {
+            candidates.retain(|(p, _)| *p == max);
         }
         candidates.into_iter().map(|(_, s)| s).collect()
     }
@@ -296,10 +294,10 @@ impl Server {
 
     /// Bounce `stanza` back to its sender with `error` (never bounces an error: §8.3.1).
     pub async fn reply_error(self: &Arc<Self>, stanza: &Element, error: StanzaError) {
-        if let Some(reply) = error_reply(stanza, &error) {
-            if reply.attr("to").is_some() {
-                self.route(reply).await;
-            }
+        if let Some(reply) = error_reply(stanza, &error)
+            && reply.attr("to").is_some()
+        {
+            self.route(reply).await;
         }
     }
 }

@@ -80,14 +80,17 @@ impl Server {
         self.emit(&SessionEvent::Closed(session.clone())).await;
     }
 
-    /// Delete an account: its data, then its sessions (told `<not-authorized/>`), then modules.
+    /// Delete an account: end its sessions first (told `<not-authorized/>`, so their closing
+    /// hooks still see the roster and tell contacts), let modules clean up, then delete its data.
     pub async fn remove_user(self: &Arc<Self>, user: &BareJid) -> franca_store::Result<()> {
-        self.store.remove_user(user.as_str()).await?;
+        if !self.store.user_exists(user.as_str()).await? {
+            return Err(franca_store::StoreError::UnknownUser(user.to_string()));
+        }
         self.kick_user(user, "account removed").await;
         for m in self.modules.iter() {
             m.user_removed(self, user).await;
         }
-        Ok(())
+        self.store.remove_user(user.as_str()).await
     }
 
     /// End every session of `user` (account removed or disabled by an administrator).

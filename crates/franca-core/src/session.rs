@@ -8,7 +8,7 @@ use franca_proto::errors::StreamError;
 use franca_xml::Element;
 use jid::{BareJid, FullJid};
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::mpsc;
@@ -138,10 +138,8 @@ impl Sessions {
     }
 
     fn shard(&self, bare: &BareJid) -> &Shard {
-        let mut h = self.hasher.build_hasher();
-        bare.hash(&mut h);
         // Truncation is fine: only the low bits choose the shard.
-        let i = (h.finish() as usize) % self.shards.len();
+        let i = (self.hasher.hash_one(bare) as usize) % self.shards.len();
         &self.shards[i]
     }
 

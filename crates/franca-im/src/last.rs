@@ -124,3 +124,111 @@ impl Module for Last {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disco::testing::{Client, server};
+    use franca_proto::ns::NS_CLIENT;
+    use franca_store::RosterItem;
+
+    async fn last_server() -> Arc<Server> {
+        let server = server(vec![Arc::new(Last)]).await;
+        let item = RosterItem {
+            jid: "romeo@localhost".into(),
+            subscription: Subscription::Both,
+            ..RosterItem::default()
+        };
+        server
+            .store
+            .put_roster_item("juliet@localhost", &item)
+            .await
+            .expect("roster");
+        server
+    }
+
+    fn seconds(reply: &Element) -> Option<u64> {
+        reply
+            .child("query", NS_LAST)?
+            .attr("seconds")?
+            .parse()
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn xep0012_server_query_is_uptime() {
+        let server = last_server().await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send("<iq type='get' id='last3' to='localhost'><query xmlns='jabber:iq:last'/></iq>")
+            .await;
+        let reply = romeo.recv().expect("reply");
+        assert_eq!(reply.attr("type"), Some("result"));
+        assert!(seconds(&reply).is_some_and(|s| s < 60), "{reply:?}");
+    }
+
+    #[tokio::test]
+    async fn xep0012_offline_user_query_needs_a_presence_subscription() {
+        let server = last_server().await;
+        let mut nurse = Client::online(&server, "nurse@localhost/kitchen", 0).await;
+        nurse
+            .send("<iq type='get' id='last1' to='juliet@localhost'><query xmlns='jabber:iq:last'/></iq>")
+            .await;
+        nurse.expect(
+            "<iq type='error' id='last1' from='juliet@localhost' to='nurse@localhost/kitchen'>
+               <error type='auth'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0012_offline_user_query_online_user_is_zero() {
+        let server = last_server().await;
+        let _juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send("<iq type='get' id='last1' to='juliet@localhost'><query xmlns='jabber:iq:last'/></iq>")
+            .await;
+        romeo.expect(
+            "<iq type='result' id='last1' from='juliet@localhost' to='romeo@localhost/orchard'>
+               <query xmlns='jabber:iq:last' seconds='0'/>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0012_offline_user_query_after_logout_has_time_and_status() {
+        let server = last_server().await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send("<iq type='get' id='n1' to='juliet@localhost'><query xmlns='jabber:iq:last'/></iq>")
+            .await;
+        romeo.expect(
+            "<iq type='error' id='n1' from='juliet@localhost' to='romeo@localhost/orchard'>
+               <error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+             </iq>",
+        );
+
+        let one = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        let two = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        server.session_closed(&one.session).await;
+        assert_eq!(server.store.last_activity("juliet@localhost").await.expect("last"), None);
+        two.session.presence().available = false;
+        two.session.presence().last = Some(
+            Element::new("presence", NS_CLIENT)
+                .with_attr("type", "unavailable")
+                .with_child(Element::new("status", NS_CLIENT).with_text("Heading Home")),
+        );
+        server.session_closed(&two.session).await;
+
+        romeo
+            .send("<iq type='get' id='last2' to='juliet@localhost'><query xmlns='jabber:iq:last'/></iq>")
+            .await;
+        let reply = romeo.recv().expect("reply");
+        assert!(seconds(&reply).is_some_and(|s| s <= 2), "{reply:?}");
+        assert_eq!(
+            reply.child("query", NS_LAST).map(Element::text).as_deref(),
+            Some("Heading Home")
+        );
+    }
+}

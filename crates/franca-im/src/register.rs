@@ -286,18 +286,21 @@ async fn preauth_result(server: &Arc<Server>, peer: IpAddr, iq: &Element) -> IqR
     }
 }
 
-/// The bare JID of a new account `username@domain`. The username is normalised first (clients
-/// may send "Juliet"), and the result must be a valid new localpart.
+/// The bare JID of a new account `username@domain`. Upper case is accepted and folded (clients
+/// may send "Juliet"), but no other mapping: a name that Nodeprep or PRECIS would rewrite in
+/// other ways (compatibility characters, unnormalised sequences) could reach different accounts
+/// under the two profiles, so the folded name must be a valid new localpart as it is.
 fn new_account(username: &str, domain: &str) -> Result<String, StanzaError> {
     let refuse = || StanzaError::new(Cond::NotAcceptable).with_text("unacceptable username");
-    if username.is_empty() || username.contains(['@', '/']) {
+    let local = username.to_lowercase();
+    if !valid_new_localpart(&local) {
         return Err(refuse());
     }
-    let bare = normalise_bare(&format!("{username}@{domain}")).map_err(|_| refuse())?;
-    let valid = bare
-        .split_once('@')
-        .is_some_and(|(local, _)| valid_new_localpart(local));
-    if valid { Ok(bare) } else { Err(refuse()) }
+    let bare = normalise_bare(&format!("{local}@{domain}")).map_err(|_| refuse())?;
+    if bare.split_once('@').map(|(l, _)| l) != Some(local.as_str()) {
+        return Err(refuse());
+    }
+    Ok(bare)
 }
 
 // ---- after authentication -----------------------------------------------------------------------
@@ -404,5 +407,263 @@ impl Module for Register {
             return change_password(server, query, &user).await;
         }
         Err(StanzaError::new(Cond::BadRequest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disco::testing::{Client, normalise, server, server_with, xml};
+    use franca_core::session::Outbound;
+    use franca_proto::errors::StreamError;
+    use franca_proto::sasl::derive_keys;
+    use std::net::Ipv4Addr;
+
+    fn enabled(max_per_ip: u32) -> Config {
+        let mut config = Config::default();
+        config.registration.enabled = true;
+        config.registration.max_per_ip = max_per_ip;
+        config
+    }
+
+    async fn open_server(max_per_ip: u32) -> Arc<Server> {
+        let config = enabled(max_per_ip);
+        server_with(config.clone(), vec![Arc::new(Register::new(&config))]).await
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    async fn ask(server: &Arc<Server>, peer: IpAddr, iq: &str) -> String {
+        normalise(preauth(server, peer, xml(iq)).await).to_xml()
+    }
+
+    fn register_iq(id: &str, user: &str, password: &str) -> String {
+        format!(
+            "<iq type='set' id='{id}'><query xmlns='jabber:iq:register'>
+               <username>{user}</username><password>{password}</password>
+             </query></iq>"
+        )
+    }
+
+    async fn password_is(server: &Server, user: &str, password: &str) -> bool {
+        let mut ok = true;
+        for hash in [ScramHash::Sha1, ScramHash::Sha256, ScramHash::Sha512] {
+            let c = server
+                .store
+                .credentials(user, hash.name())
+                .await
+                .expect("credentials")
+                .expect("stored");
+            let keys = derive_keys(hash, password, &c.salt, c.iterations);
+            ok &= keys.stored_key == c.stored_key && keys.server_key == c.server_key;
+        }
+        ok
+    }
+
+    #[test]
+    fn xep0077_8_stream_feature_only_when_enabled() {
+        assert_eq!(stream_feature(&Config::default()), None);
+        assert_eq!(
+            stream_feature(&enabled(1)).map(|f| f.to_xml()),
+            Some("<register xmlns='http://jabber.org/features/iq-register'/>".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0077_registration_disabled_is_service_unavailable() {
+        let server = server(vec![Arc::new(Register::new(&Config::default()))]).await;
+        let got = ask(&server, ip(1), "<iq type='get' id='reg1'><query xmlns='jabber:iq:register'/></iq>").await;
+        assert_eq!(
+            got,
+            xml("<iq type='error' id='reg1'><query xmlns='jabber:iq:register'/>
+                   <error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+                 </iq>")
+            .to_xml()
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0077_3_1_entity_requests_registration_fields() {
+        let server = open_server(1).await;
+        let got = ask(
+            &server,
+            ip(2),
+            "<iq type='get' id='reg1' to='localhost'><query xmlns='jabber:iq:register'/></iq>",
+        )
+        .await;
+        assert_eq!(
+            got,
+            xml(&format!(
+                "<iq type='result' id='reg1' from='localhost'>
+                   <query xmlns='jabber:iq:register'>
+                     <instructions>{INSTRUCTIONS}</instructions><username/><password/>
+                   </query>
+                 </iq>"
+            ))
+            .to_xml()
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0077_3_1_entity_registers_with_host() {
+        let server = open_server(5).await;
+        let got = ask(&server, ip(3), &register_iq("reg2", "Mercutio", "Queen Mab")).await;
+        assert_eq!(got, xml("<iq type='result' id='reg2'/>").to_xml());
+        assert!(server.store.user_exists("mercutio@localhost").await.expect("exists"));
+        assert!(password_is(&server, "mercutio@localhost", "Queen Mab").await);
+
+        // Taken (after normalisation too).
+        for name in ["mercutio", "MERCUTIO"] {
+            let got = ask(&server, ip(3), &register_iq("reg3", name, "x")).await;
+            assert!(got.contains("<conflict "), "{got}");
+        }
+    }
+
+    #[tokio::test]
+    async fn xep0077_3_1_unacceptable_username_or_password() {
+        let server = open_server(5).await;
+        for (user, password) in [
+            ("", "secret"),
+            ("a b", "secret"),
+            ("a@b", "secret"),
+            ("tybalt/x", "secret"),
+            ("\u{FB01}sh", "secret"),
+            ("tybalt", ""),
+            ("tybalt", "bell\u{7}"),
+        ] {
+            let got = ask(&server, ip(4), &register_iq("r", user, password)).await;
+            assert!(got.contains("<not-acceptable "), "{user:?}/{password:?}: {got}");
+        }
+        let got = ask(
+            &server,
+            ip(4),
+            "<iq type='set' id='r'><query xmlns='jabber:iq:register'><remove/></query></iq>",
+        )
+        .await;
+        assert!(got.contains("<not-authorized "), "{got}");
+        assert_eq!(
+            server.store.list_users(None).await.expect("users").len(),
+            crate::disco::testing::USERS.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0077_registrations_per_address_are_limited() {
+        let server = open_server(1).await;
+        // A refused attempt does not use up the allowance.
+        let got = ask(&server, ip(5), &register_iq("a", "juliet", "pw")).await;
+        assert!(got.contains("<conflict "), "{got}");
+        let got = ask(&server, ip(5), &register_iq("b", "sampson", "pw")).await;
+        assert_eq!(got, xml("<iq type='result' id='b'/>").to_xml());
+        let got = ask(&server, ip(5), &register_iq("c", "gregory", "pw")).await;
+        assert_eq!(
+            got,
+            xml(&format!(
+                "<iq type='error' id='c'>
+                   <query xmlns='jabber:iq:register'><username>gregory</username><password>pw</password></query>
+                   <error type='wait'>
+                     <policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>
+                     <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>too many registrations from your address; try again later</text>
+                   </error>
+                 </iq>"
+            ))
+            .to_xml()
+        );
+        let got = ask(&server, ip(6), &register_iq("d", "gregory", "pw")).await;
+        assert_eq!(got, xml("<iq type='result' id='d'/>").to_xml());
+
+        // IPv6 is limited per /64.
+        let a: IpAddr = "2001:db8:77:1::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:77:1:ffff::2".parse().expect("ip");
+        let got = ask(&server, a, &register_iq("e", "abram", "pw")).await;
+        assert_eq!(got, xml("<iq type='result' id='e'/>").to_xml());
+        let got = ask(&server, b, &register_iq("f", "balthasar", "pw")).await;
+        assert!(got.contains("<policy-violation "), "{got}");
+    }
+
+    #[tokio::test]
+    async fn xep0077_3_1_registered_entity_sees_its_registration() {
+        let server = open_server(1).await;
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send("<iq type='get' id='reg3' to='localhost'><query xmlns='jabber:iq:register'/></iq>")
+            .await;
+        juliet.expect(
+            "<iq type='result' id='reg3' from='localhost' to='juliet@localhost/balcony'>
+               <query xmlns='jabber:iq:register'>
+                 <registered/><username>juliet</username><password/>
+               </query>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0077_3_3_user_changes_password() {
+        let server = open_server(1).await;
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send(
+                "<iq type='set' id='change1' to='localhost'><query xmlns='jabber:iq:register'>
+                   <username>juliet</username><password>newpass</password>
+                 </query></iq>",
+            )
+            .await;
+        juliet.expect("<iq type='result' id='change1' from='localhost' to='juliet@localhost/balcony'/>");
+        assert!(password_is(&server, "juliet@localhost", "newpass").await);
+
+        juliet
+            .send(
+                "<iq type='set' id='change2' to='localhost'><query xmlns='jabber:iq:register'>
+                   <username>romeo</username><password>hijack</password>
+                 </query></iq>",
+            )
+            .await;
+        juliet.expect(
+            "<iq type='error' id='change2' from='localhost' to='juliet@localhost/balcony'>
+               <error type='modify'>
+                 <bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>
+                 <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>username is not yours</text>
+               </error>
+             </iq>",
+        );
+        assert!(password_is(&server, "juliet@localhost", "newpass").await);
+
+        // Nobody else changes it.
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send(
+                "<iq type='set' id='change3' to='juliet@localhost'><query xmlns='jabber:iq:register'>
+                   <username>juliet</username><password>hijack</password>
+                 </query></iq>",
+            )
+            .await;
+        romeo.expect(
+            "<iq type='error' id='change3' from='juliet@localhost' to='romeo@localhost/orchard'>
+               <error type='cancel'><not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0077_3_2_entity_cancels_registration() {
+        let server = open_server(1).await;
+        let mut balcony = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        let mut chamber = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        balcony
+            .send("<iq type='set' id='unreg1'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+            .await;
+        balcony.expect("<iq type='result' id='unreg1' from='juliet@localhost' to='juliet@localhost/balcony'/>");
+        for c in [&mut balcony, &mut chamber] {
+            assert!(
+                matches!(c.next(), Some(Outbound::Close(StreamError::NotAuthorized, _))),
+                "{} not closed",
+                c.session.jid
+            );
+            c.silent();
+        }
+        assert!(!server.store.user_exists("juliet@localhost").await.expect("exists"));
+        assert!(server.sessions.resources(&BareJid::new("juliet@localhost").expect("jid")).is_empty());
     }
 }

@@ -78,3 +78,85 @@ impl Module for VCard {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disco::testing::{Client, server};
+
+    const VCARD: &str = "<vCard xmlns='vcard-temp'><FN>Juliet Capulet</FN><NICKNAME>JC</NICKNAME></vCard>";
+
+    #[tokio::test]
+    async fn xep0054_3_1_own_vcard_is_empty_until_set() {
+        let server = server(vec![Arc::new(VCard)]).await;
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send("<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>")
+            .await;
+        juliet.expect(
+            "<iq type='result' id='v1' from='juliet@localhost' to='juliet@localhost/balcony'>
+               <vCard xmlns='vcard-temp'/>
+             </iq>",
+        );
+    }
+
+    #[tokio::test]
+    async fn xep0054_3_2_update_own_vcard_then_3_3_others_read_it() {
+        let server = server(vec![Arc::new(VCard)]).await;
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send(&format!("<iq type='set' id='v2'>{VCARD}</iq>"))
+            .await;
+        juliet.expect("<iq type='result' id='v2' from='juliet@localhost' to='juliet@localhost/balcony'/>");
+        juliet
+            .send("<iq type='get' id='v3'><vCard xmlns='vcard-temp'/></iq>")
+            .await;
+        juliet.expect(&format!(
+            "<iq type='result' id='v3' from='juliet@localhost' to='juliet@localhost/balcony'>{VCARD}</iq>"
+        ));
+        // Anyone may read it, with the user offline too.
+        server.session_closed(&juliet.session).await;
+        let mut nurse = Client::online(&server, "nurse@localhost/kitchen", 0).await;
+        nurse
+            .send("<iq type='get' id='v4' to='juliet@localhost'><vCard xmlns='vcard-temp'/></iq>")
+            .await;
+        nurse.expect(&format!(
+            "<iq type='result' id='v4' from='juliet@localhost' to='nurse@localhost/kitchen'>{VCARD}</iq>"
+        ));
+    }
+
+    #[tokio::test]
+    async fn xep0054_3_2_only_the_user_may_update_it() {
+        let server = server(vec![Arc::new(VCard)]).await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send(&format!("<iq type='set' id='v5' to='juliet@localhost'>{VCARD}</iq>"))
+            .await;
+        romeo.expect(
+            "<iq type='error' id='v5' from='juliet@localhost' to='romeo@localhost/orchard'>
+               <error type='auth'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
+             </iq>",
+        );
+        assert_eq!(server.store.vcard("juliet@localhost").await.expect("vcard"), None);
+    }
+
+    #[tokio::test]
+    async fn xep0054_oversized_vcard_is_not_acceptable() {
+        let server = server(vec![Arc::new(VCard)]).await;
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        let photo = "A".repeat(MAX_VCARD_BYTES);
+        juliet
+            .send(&format!(
+                "<iq type='set' id='v6'><vCard xmlns='vcard-temp'><PHOTO><BINVAL>{photo}</BINVAL></PHOTO></vCard></iq>"
+            ))
+            .await;
+        juliet.expect(&format!(
+            "<iq type='error' id='v6' from='juliet@localhost' to='juliet@localhost/balcony'>
+               <error type='modify'>
+                 <not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>
+                 <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>vCard larger than {MAX_VCARD_BYTES} bytes</text>
+               </error>
+             </iq>"
+        ));
+    }
+}

@@ -231,6 +231,21 @@ async fn command(server: &Arc<Server>, line: &[u8]) -> String {
             tracing::info!(%user, sessions = n, "ended sessions on request of the control socket");
             "ok\n".into()
         }
+        "remove" => {
+            let user = match jid::BareJid::new(arg.trim()) {
+                Ok(j) if j.node().is_some() => j,
+                Ok(_) => return "error not an account JID\n".into(),
+                Err(e) => return format!("error invalid JID: {}\n", one_line(&e.to_string())),
+            };
+            match server.remove_user(&user).await {
+                Ok(()) => {
+                    tracing::info!(%user, "account removed on request of the control socket");
+                    "ok\n".into()
+                }
+                Err(franca_store::StoreError::UnknownUser(_)) => "error unknown user\n".into(),
+                Err(e) => format!("error {}\n", one_line(&e.to_string())),
+            }
+        }
         "" => "error empty command\n".into(),
         _ => "error unknown command\n".into(),
     }
@@ -244,6 +259,17 @@ fn one_line(s: &str) -> String {
 /// `Ok(true)` when the server did; `Ok(false)` when no server is running (no socket, or a stale
 /// one); `Err` when the server answered with an error or the exchange failed.
 pub async fn notify_kick(data_dir: &Path, jid: &str) -> Result<bool, io::Error> {
+    ask(data_dir, "kick", jid).await
+}
+
+/// CLI side: ask the server running on `data_dir` to delete the account `jid`, so it can end
+/// the sessions and tell contacts first. `Ok(false)` when no server is running (the CLI then
+/// deletes from storage itself); `Err` carries the server's refusal (e.g. `unknown user`).
+pub async fn notify_remove(data_dir: &Path, jid: &str) -> Result<bool, io::Error> {
+    ask(data_dir, "remove", jid).await
+}
+
+async fn ask(data_dir: &Path, verb: &str, jid: &str) -> Result<bool, io::Error> {
     if jid.is_empty() || jid.contains(['\r', '\n']) || jid.len() + 6 > MAX_LINE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -270,7 +296,7 @@ pub async fn notify_kick(data_dir: &Path, jid: &str) -> Result<bool, io::Error> 
     };
     let exchange = async {
         let (r, mut w) = stream.into_split();
-        w.write_all(format!("kick {jid}\n").as_bytes()).await?;
+        w.write_all(format!("{verb} {jid}\n").as_bytes()).await?;
         let mut reader = BufReader::new(r);
         let mut line = Vec::new();
         match read_line(&mut reader, &mut line).await? {
@@ -282,7 +308,7 @@ pub async fn notify_kick(data_dir: &Path, jid: &str) -> Result<bool, io::Error> 
                 let reply = String::from_utf8_lossy(&line);
                 match reply.split_once(' ').unwrap_or((&reply, "")) {
                     ("ok", _) => Ok(true),
-                    ("error", why) => Err(io::Error::other(format!("the server refused: {why}"))),
+                    ("error", why) => Err(io::Error::other(why.trim().to_owned())),
                     _ => Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("unexpected reply from the server: {reply}"),

@@ -189,7 +189,7 @@ impl C2sStream {
         }
         let to = header.attr("to").map(str::to_ascii_lowercase);
         let domain = match to {
-            Some(d) if self.config.domains.iter().any(|s| *s == d) => d,
+            Some(d) if self.config.domains.contains(&d) => d,
             Some(_) => {
                 self.open_header(self.config.domains.first().cloned().unwrap_or_default());
                 return self.fail(
@@ -205,14 +205,12 @@ impl C2sStream {
                 );
             }
         };
-        if let Some(d) = &self.domain {
-            if *d != domain {
-                self.open_header(d.clone());
-                return self.fail(
-                    StreamError::HostUnknown,
-                    Some("the domain changed on restart"),
-                );
-            }
+        if let Some(d) = self.domain.clone().filter(|d| *d != domain) {
+            self.open_header(d);
+            return self.fail(
+                StreamError::HostUnknown,
+                Some("the domain changed on restart"),
+            );
         }
         self.domain = Some(domain.clone());
         self.open_header(domain);

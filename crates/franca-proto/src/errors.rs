@@ -463,8 +463,9 @@ pub struct StanzaError {
     pub type_: ErrorType,
     /// Optional human-readable `<text xml:lang='en'/>`.
     pub text: Option<String>,
-    /// Optional application-specific condition element (e.g. XEP-0191 `<blocked/>`).
-    pub app: Option<Element>,
+    /// Optional application-specific condition element (e.g. XEP-0191 `<blocked/>`). Boxed so
+    /// `Result<_, StanzaError>` stays small on the routing path.
+    pub app: Option<Box<Element>>,
     /// Optional `by` attribute: the entity that generated the error (§8.3.2).
     pub by: Option<String>,
 }
@@ -496,7 +497,7 @@ impl StanzaError {
 
     /// Adds an application-specific condition element.
     pub fn with_app(mut self, app: Element) -> StanzaError {
-        self.app = Some(app);
+        self.app = Some(Box::new(app));
         self
     }
 
@@ -527,7 +528,7 @@ impl StanzaError {
             );
         }
         if let Some(app) = &self.app {
-            err.push(app.clone());
+            err.push(app.as_ref().clone());
         }
         err
     }
@@ -562,7 +563,7 @@ impl StanzaError {
                     condition = Some(c);
                 }
             } else if app.is_none() {
-                app = Some(child.clone());
+                app = Some(Box::new(child.clone()));
             }
         }
         let condition = condition.unwrap_or(StanzaErrorCondition::UndefinedCondition);

@@ -40,19 +40,24 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), String> {
         }
         UserCommand::Remove { jid } => {
             let user = account(&config, &jid, false)?;
-            match store.remove_user(user.as_str()).await {
-                Ok(()) => {}
-                Err(franca_store::StoreError::UnknownUser(_)) => {
-                    return Err(format!("unknown user {user}"));
-                }
-                Err(e) => return Err(db(e)),
-            }
-            let kicked = franca_net::control::notify_kick(&config.server.data_dir, user.as_str())
+            // A running server removes the account itself, so it can end the sessions and
+            // send their unavailable presence first; otherwise storage is changed directly.
+            let data_dir = &config.server.data_dir;
+            let by_server = franca_net::control::notify_remove(data_dir, user.as_str())
                 .await
-                .unwrap_or(false);
+                .map_err(|e| format!("{e}: {user}"))?;
+            if !by_server {
+                match store.remove_user(user.as_str()).await {
+                    Ok(()) => {}
+                    Err(franca_store::StoreError::UnknownUser(_)) => {
+                        return Err(format!("unknown user {user}"));
+                    }
+                    Err(e) => return Err(db(e)),
+                }
+            }
             println!(
                 "removed {user}{}",
-                if kicked { " and ended its sessions" } else { "" }
+                if by_server { " and ended its sessions" } else { "" }
             );
             Ok(())
         }
