@@ -531,7 +531,7 @@ mod tests {
             ("tybalt/x", "secret"),
             ("\u{FB01}sh", "secret"),
             ("tybalt", ""),
-            ("tybalt", "bell\u{7}"),
+            ("tybalt", "tab\there"),
         ] {
             let got = ask(&server, ip(4), &register_iq("r", user, password)).await;
             assert!(got.contains("<not-acceptable "), "{user:?}/{password:?}: {got}");
