@@ -134,7 +134,7 @@ class Client(slixmpp.ClientXMPP):
     def __init__(self, server: FrancaServer, jid: str, password: str, *, mode: str = "starttls",
                  mech: str = "SCRAM-SHA-256"):
         super().__init__(jid, password, sasl_mech=mech)
-        self.server = server
+        self.franca = server
         self.mode = mode
         ctx = ssl.create_default_context(cafile=server.cafile)
         ctx.check_hostname = True
@@ -192,7 +192,7 @@ class Client(slixmpp.ClientXMPP):
 
     @property
     def port(self) -> int:
-        return self.server.c2s_port if self.mode == "starttls" else self.server.c2s_tls_port
+        return self.franca.c2s_port if self.mode == "starttls" else self.franca.c2s_tls_port
 
     async def start(self, *, presence: bool = True, roster: bool = True, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Connect, authenticate, bind; then fetch the roster and send initial presence."""

@@ -55,7 +55,9 @@ impl Server {
         let to = match parse_addr(&stanza, "to") {
             Ok(to) => to,
             Err(()) => {
-                return self.reply_error(&stanza, StanzaError::new(Cond::JidMalformed)).await;
+                return self
+                    .reply_error(&stanza, StanzaError::new(Cond::JidMalformed))
+                    .await;
             }
         };
         if let Some(to) = &to {
@@ -90,7 +92,9 @@ impl Server {
                 Ok(Some(to)) => to,
                 Ok(None) => return,
                 Err(()) => {
-                    return self.reply_error(&stanza, StanzaError::new(Cond::JidMalformed)).await;
+                    return self
+                        .reply_error(&stanza, StanzaError::new(Cond::JidMalformed))
+                        .await;
                 }
             };
             if !self.serves(to.domain().as_str()) {
@@ -109,7 +113,10 @@ impl Server {
     /// Stanzas addressed to a served domain itself.
     async fn to_server(self: &Arc<Self>, kind: Kind, stanza: Element, to: &Jid) {
         match kind {
-            Kind::Iq => self.dispatch_iq(IqTarget::Server, None, stanza, to.clone()).await,
+            Kind::Iq => {
+                self.dispatch_iq(IqTarget::Server, None, stanza, to.clone())
+                    .await
+            }
             // RFC 6121 §8.5.1: the server handles or ignores messages and presence to itself.
             Kind::Message | Kind::Presence => {}
         }
@@ -122,7 +129,8 @@ impl Server {
             // §8.5.1: no such user. Messages and IQs get service-unavailable (which does not
             // reveal more than an absent resource would); presence is dropped silently.
             if kind != Kind::Presence {
-                self.reply_error(&stanza, StanzaError::new(Cond::ServiceUnavailable)).await;
+                self.reply_error(&stanza, StanzaError::new(Cond::ServiceUnavailable))
+                    .await;
             }
             return;
         }
@@ -193,7 +201,8 @@ impl Server {
             .into_iter()
             .filter_map(|s| {
                 let p = s.presence();
-                (p.available && p.priority >= 0).then_some(p.priority)
+                (p.available && p.priority >= 0)
+                    .then_some(p.priority)
                     .map(|prio| (prio, s.clone()))
             })
             .collect();
@@ -259,9 +268,21 @@ impl Server {
             Ok(Some(from)) => from,
             _ => return,
         };
+        // The requesting session, when the IQ came from a local one (modules such as carbons
+        // act on it).
+        let found;
+        let origin = match origin {
+            Some(o) => Some(o),
+            None => {
+                found = from.try_as_full().ok().and_then(|f| self.sessions.get(f));
+                found.as_ref()
+            }
+        };
         let ns = iq.first_element().map(|p| p.ns.clone()).unwrap_or_default();
         let Some(module) = self.modules.iq_handler(target, &ns).cloned() else {
-            return self.reply_error(&iq, StanzaError::new(Cond::ServiceUnavailable)).await;
+            return self
+                .reply_error(&iq, StanzaError::new(Cond::ServiceUnavailable))
+                .await;
         };
         let id = iq.attr("id").unwrap_or_default().to_owned();
         let req = IqRequest {

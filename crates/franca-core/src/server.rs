@@ -71,7 +71,10 @@ impl Server {
     /// A session ended: unbind it and let modules send unavailable presence and clean up.
     /// Safe to call twice for the same session (the second call finds nothing to do).
     pub async fn session_closed(self: &Arc<Self>, session: &Arc<Session>) {
-        let was_bound = self.sessions.get(&session.jid).is_some_and(|s| s.id == session.id);
+        let was_bound = self
+            .sessions
+            .get(&session.jid)
+            .is_some_and(|s| s.id == session.id);
         self.sessions.unbind(session);
         if !was_bound {
             return;

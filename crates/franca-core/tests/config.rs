@@ -25,7 +25,9 @@ fn unknown_keys_are_refused_with_their_name() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("domians"), "{err}");
-    let err = Config::from_toml("[nope]\n", Path::new("f.toml")).unwrap_err().to_string();
+    let err = Config::from_toml("[nope]\n", Path::new("f.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nope"), "{err}");
 }
 
@@ -33,8 +35,11 @@ fn unknown_keys_are_refused_with_their_name() {
 fn bad_values_are_refused() {
     let err = Config::from_toml("[server]\ndomains = []\n", Path::new("f.toml")).unwrap_err();
     assert!(err.to_string().contains("domains"));
-    let err = Config::from_toml("[server]\ndomains = [\"Bad Domain\"]\n", Path::new("f.toml"))
-        .unwrap_err();
+    let err = Config::from_toml(
+        "[server]\ndomains = [\"Bad Domain\"]\n",
+        Path::new("f.toml"),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("Bad Domain"));
     let err = Config::from_toml("[tls]\ncert = \"a.pem\"\n", Path::new("f.toml")).unwrap_err();
     assert!(err.to_string().contains("together"));

@@ -1,12 +1,13 @@
 //! XEP-0191 Blocking Command: the account's blocklist (get, block, unblock, unblock-all) with
-//! pushes to the resources that asked for the roster, and enforcement on both directions: a
-//! blocked entity's stanzas never reach the user (§3.3 — presence dropped, messages and IQ
-//! requests answered `service-unavailable`, as if the user were offline), and the user's stanzas
-//! to a blocked entity are refused with `not-acceptable` + `<blocked xmlns='urn:xmpp:blocking:errors'/>`.
+//! pushes to the resources that asked for the roster, and enforcement on both directions: a blocked
+//! entity's stanzas never reach the user ("User Blocks Contact": presence dropped, messages and IQ
+//! requests answered `service-unavailable`, as if the user were offline), and the user's stanzas to
+//! a blocked entity are refused with `not-acceptable` and
+//! `<blocked xmlns='urn:xmpp:blocking:errors'/>`.
 //!
-//! JIDs match as in XEP-0191 §2 / XEP-0016: an item `user@domain/resource` matches only that
-//! resource, `user@domain` any of its resources, `domain/resource` only that, and `domain` every
-//! address at that domain (subdomains are not included, as in Prosody and ejabberd).
+//! JIDs match as in XEP-0191 "JID Matching" (after XEP-0016): an item `user@domain/resource`
+//! matches only that resource, `user@domain` any of its resources, `domain/resource` only that, and
+//! `domain` every address at that domain (subdomains are not included, as in Prosody and ejabberd).
 //!
 //! The blocklist is consulted for every stanza to a local account, so the lists of online
 //! accounts are kept in memory (loaded when a resource binds, dropped when the last one closes);
@@ -88,26 +89,40 @@ async fn blocklist(server: &Arc<Server>, user: &BareJid) -> franca_store::Result
     Ok(Arc::new(items.into_iter().collect()))
 }
 
-/// Whether `list` blocks `jid` (XEP-0191 §2).
+/// Whether `list` blocks `jid` (XEP-0191 "JID Matching").
 fn matches(list: &HashSet<String>, jid: &Jid) -> bool {
     list.contains(jid.as_str())
         || list.contains(jid.to_bare().as_str())
         || list.contains(jid.domain().as_str())
 }
 
-/// Whether `user` blocks `jid`. The user's own account and the server itself are never blocked,
-/// so that replies from the server and between one's own resources always arrive. A storage
-/// error lets the stanza through (and is logged): losing messages would be worse.
-pub async fn blocks(server: &Arc<Server>, user: &BareJid, jid: &Jid) -> bool {
-    if jid.to_bare() == *user || (jid.node().is_none() && server.serves(jid.domain().as_str())) {
-        return false;
-    }
+/// The user's blocklist when it has entries. A storage error counts as empty (and is logged):
+/// letting a stanza through is better than losing it.
+async fn nonempty_blocklist(server: &Arc<Server>, user: &BareJid) -> Option<List> {
     match blocklist(server, user).await {
-        Ok(list) => !list.is_empty() && matches(&list, jid),
+        Ok(list) => (!list.is_empty()).then_some(list),
         Err(e) => {
             tracing::error!(%user, "storage error reading blocklist: {e}");
-            false
+            None
         }
+    }
+}
+
+/// Whether `list`, `user`'s blocklist, covers `jid`. The user's own account and the server
+/// itself are never blocked, so that replies from the server and between one's own resources
+/// always arrive.
+fn covers(server: &Server, list: &HashSet<String>, user: &BareJid, jid: &Jid) -> bool {
+    let own = jid.domain() == user.domain() && jid.node() == user.node();
+    let server_itself = jid.node().is_none() && server.serves(jid.domain().as_str());
+    !own && !server_itself && matches(list, jid)
+}
+
+/// Whether `user` blocks `jid` (never its own account or the server), for other modules: e.g.
+/// presence broadcasts to remote contacts, which do not pass through this module's hooks.
+pub async fn blocks(server: &Arc<Server>, user: &BareJid, jid: &Jid) -> bool {
+    match nonempty_blocklist(server, user).await {
+        Some(list) => covers(server, &list, user, jid),
+        None => false,
     }
 }
 
@@ -120,15 +135,20 @@ fn blocked_error() -> StanzaError {
 /// The `<item jid='…'/>` children of a block/unblock request, normalised.
 fn items(payload: &Element) -> Result<Vec<Jid>, StanzaError> {
     let mut out: Vec<Jid> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for item in payload.elements() {
         if !item.is("item", NS_BLOCKING) {
             continue;
+        }
+        if out.len() > MAX_BLOCKED {
+            return Err(StanzaError::new(Cond::PolicyViolation)
+                .with_text(format!("at most {MAX_BLOCKED} entries can be blocked")));
         }
         let Some(raw) = item.attr("jid") else {
             return Err(StanzaError::new(Cond::BadRequest).with_text("item without a jid"));
         };
         let jid = Jid::new(raw).map_err(|_| StanzaError::new(Cond::JidMalformed))?;
-        if !out.contains(&jid) {
+        if seen.insert(jid.as_str().to_owned()) {
             out.push(jid);
         }
     }
@@ -143,7 +163,8 @@ fn item_list(name: &str, jids: &[String]) -> Element {
     el
 }
 
-/// XEP-0191 §3.3/§3.4: tell every resource that asked for the roster about the change.
+/// XEP-0191 block and unblock "pushes": tell every resource that asked for the roster about the
+/// change.
 fn push(server: &Server, user: &BareJid, payload: &Element) {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     for s in server.sessions.resources(user) {
@@ -171,10 +192,17 @@ async fn presence_audience(
     sessions: &[Arc<Session>],
     forget_directed: bool,
 ) -> Vec<Jid> {
+    let changed_set: HashSet<String> = changed.iter().map(|j| j.as_str().to_owned()).collect();
+    // Items naming one resource of a contact: only that resource is told.
+    let mut resources: HashMap<BareJid, Vec<&Jid>> = HashMap::new();
+    for x in changed.iter().filter(|x| x.resource().is_some()) {
+        resources.entry(x.to_bare()).or_default().push(x);
+    }
     let mut out: Vec<Jid> = Vec::new();
-    let mut add = |j: Jid| {
-        if !out.contains(&j) {
-            out.push(j);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut add = |j: &Jid| {
+        if seen.insert(j.as_str().to_owned()) {
+            out.push(j.clone());
         }
     };
     let roster = match server.store.roster(user.as_str()).await {
@@ -188,38 +216,26 @@ async fn presence_audience(
         let Ok(contact) = Jid::new(&item.jid) else {
             continue;
         };
-        for x in changed {
-            let one = HashSet::from([x.as_str().to_owned()]);
-            if matches(&one, &contact) {
-                add(contact.clone());
-            } else if x.resource().is_some() && x.to_bare() == contact.to_bare() {
-                // A blocked resource of a contact: only that resource is told.
-                add(x.clone());
-            }
+        if matches(&changed_set, &contact) {
+            add(&contact);
+        } else if let Some(rs) = resources.get(&contact.to_bare()) {
+            rs.iter().for_each(|r| add(r));
         }
     }
     if want.contains(&Subscription::From) {
         for s in sessions {
             let mut p = s.presence();
-            let hit: Vec<String> = p
+            let hit: Vec<(String, Jid)> = p
                 .directed
                 .iter()
-                .filter(|d| {
-                    Jid::new(d).is_ok_and(|d| {
-                        changed
-                            .iter()
-                            .any(|x| matches(&HashSet::from([x.as_str().to_owned()]), &d))
-                    })
-                })
-                .cloned()
+                .filter_map(|d| Jid::new(d).ok().map(|j| (d.clone(), j)))
+                .filter(|(_, j)| matches(&changed_set, j))
                 .collect();
-            for d in hit {
+            for (raw, jid) in hit {
                 if forget_directed {
-                    p.directed.remove(&d);
+                    p.directed.remove(&raw);
                 }
-                if let Ok(j) = Jid::new(&d) {
-                    add(j);
-                }
+                add(&jid);
             }
         }
     }
@@ -235,8 +251,8 @@ fn available_sessions(server: &Server, user: &BareJid) -> Vec<Arc<Session>> {
         .collect()
 }
 
-/// XEP-0191 §3.3: the newly blocked contacts that could see the user's presence get
-/// `unavailable` from each available resource, so that the user appears offline to them.
+/// XEP-0191 "User Blocks Contact": the newly blocked contacts that could see the user's presence
+/// get `unavailable` from each available resource, so that the user appears offline to them.
 async fn send_unavailable(server: &Arc<Server>, user: &BareJid, blocked: &[Jid]) {
     let sessions = available_sessions(server, user);
     if sessions.is_empty() || blocked.is_empty() {
@@ -262,9 +278,9 @@ async fn send_unavailable(server: &Arc<Server>, user: &BareJid, blocked: &[Jid])
     }
 }
 
-/// XEP-0191 §3.4: the unblocked contacts that may see the user's presence get its current
-/// presence again, and the contacts the user is subscribed to are probed, since their presence
-/// was dropped while they were blocked.
+/// XEP-0191 "User Unblocks Contact": the unblocked contacts that may see the user's presence get
+/// its current presence again, and the contacts the user is subscribed to are probed, since their
+/// presence was dropped while they were blocked.
 async fn send_current(server: &Arc<Server>, user: &BareJid, unblocked: &[Jid]) {
     let sessions = available_sessions(server, user);
     if sessions.is_empty() || unblocked.is_empty() {
@@ -314,13 +330,15 @@ fn internal(user: &BareJid, e: franca_store::StoreError) -> StanzaError {
 async fn block(server: &Arc<Server>, user: &BareJid, payload: &Element) -> IqResult {
     let jids = items(payload)?;
     if jids.is_empty() {
-        // §3.3: a block without items is a bad request.
+        // A block without items is a bad request ("User Blocks Contact").
         return Err(StanzaError::new(Cond::BadRequest).with_text("nothing to block"));
     }
     if jids.iter().any(|j| j.to_bare() == *user) {
         return Err(StanzaError::new(Cond::NotAcceptable).with_text("you cannot block yourself"));
     }
-    let current = blocklist(server, user).await.map_err(|e| internal(user, e))?;
+    let current = blocklist(server, user)
+        .await
+        .map_err(|e| internal(user, e))?;
     let new: Vec<Jid> = jids
         .iter()
         .filter(|j| !current.contains(j.as_str()))
@@ -346,7 +364,9 @@ async fn block(server: &Arc<Server>, user: &BareJid, payload: &Element) -> IqRes
 
 async fn unblock(server: &Arc<Server>, user: &BareJid, payload: &Element) -> IqResult {
     let jids = items(payload)?;
-    let current = blocklist(server, user).await.map_err(|e| internal(user, e))?;
+    let current = blocklist(server, user)
+        .await
+        .map_err(|e| internal(user, e))?;
     let strings: Vec<String> = jids.iter().map(|j| j.as_str().to_owned()).collect();
     server
         .store
@@ -354,7 +374,7 @@ async fn unblock(server: &Arc<Server>, user: &BareJid, payload: &Element) -> IqR
         .await
         .map_err(|e| internal(user, e))?;
     let (list, removed): (HashSet<String>, Vec<Jid>) = if jids.is_empty() {
-        // §3.5: an empty unblock unblocks everything.
+        // An empty unblock unblocks everything ("User Unblocks All Contacts").
         let all = current.iter().filter_map(|s| Jid::new(s).ok()).collect();
         (HashSet::new(), all)
     } else {
@@ -363,9 +383,10 @@ async fn unblock(server: &Arc<Server>, user: &BareJid, payload: &Element) -> IqR
             .filter(|j| current.contains(j.as_str()))
             .cloned()
             .collect();
+        let gone: HashSet<&String> = strings.iter().collect();
         let list = current
             .iter()
-            .filter(|s| !strings.contains(s))
+            .filter(|s| !gone.contains(s))
             .cloned()
             .collect();
         (list, removed)
@@ -376,7 +397,7 @@ async fn unblock(server: &Arc<Server>, user: &BareJid, payload: &Element) -> IqR
     Ok(None)
 }
 
-/// XEP-0191 §3.3: what the user's server does with a stanza from a blocked entity.
+/// XEP-0191 "User Blocks Contact": what the user's server does with a stanza from a blocked entity.
 async fn refuse_inbound(server: &Arc<Server>, stanza: &Element) {
     let unavailable = || StanzaError::new(Cond::ServiceUnavailable);
     match (stanza.name.as_str(), stanza.attr("type")) {
@@ -400,7 +421,8 @@ impl Module for Blocking {
         &[(IqTarget::Account, NS_BLOCKING)]
     }
 
-    /// XEP-0191 §3.1 has clients look for the feature on their server; it is on the account too.
+    /// XEP-0191 "User Discovers Support" has clients look for the feature on their server; it is on
+    /// the account too.
     fn server_features(&self) -> &'static [&'static str] {
         &[NS_BLOCKING]
     }
@@ -438,14 +460,19 @@ impl Module for Blocking {
         session: &Arc<Session>,
         stanza: &mut Element,
     ) -> Flow {
+        // Most accounts block nobody: look at the list before parsing any address.
+        let user = session.bare();
+        let Some(list) = nonempty_blocklist(server, &user).await else {
+            return Flow::Continue;
+        };
         let Some(to) = stanza.attr("to").and_then(|t| Jid::new(t).ok()) else {
             return Flow::Continue;
         };
-        if !blocks(server, &session.bare(), &to).await {
+        if !covers(server, &list, &user, &to) {
             return Flow::Continue;
         }
-        // §3.3: not routed; the error goes straight back to the sending resource (routing it
-        // would run it through this very filter, from the blocked address).
+        // "User Blocks Contact": not routed; the error goes straight back to the sending resource
+        // (routing it would run it through this very filter, from the blocked address).
         if let Some(reply) = error_reply(stanza, &blocked_error()) {
             session.send(&reply);
         }
@@ -453,21 +480,23 @@ impl Module for Blocking {
     }
 
     async fn inbound(&self, server: &Arc<Server>, to: &BareJid, stanza: &mut Element) -> Flow {
-        let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
-            return Flow::Continue;
-        };
-        if blocks(server, to, &from).await {
+        let from = || stanza.attr("from").and_then(|f| Jid::new(f).ok());
+        if let Some(list) = nonempty_blocklist(server, to).await
+            && from().is_some_and(|from| covers(server, &list, to, &from))
+        {
             refuse_inbound(server, stanza).await;
             return Flow::Handled;
         }
         // The other direction: available presence that a local user broadcasts (the presence
         // module routes it without the outbound hooks) must not reach a contact that user
         // blocked. Unavailable and error presence may pass; they reveal nothing.
-        if stanza.name == "presence"
-            && stanza.attr("type").is_none()
-            && from.node().is_some()
-            && server.serves(from.domain().as_str())
-        {
+        if stanza.name != "presence" || stanza.attr("type").is_some() {
+            return Flow::Continue;
+        }
+        let Some(from) = from() else {
+            return Flow::Continue;
+        };
+        if from.node().is_some() && server.serves(from.domain().as_str()) {
             let recipient = stanza
                 .attr("to")
                 .and_then(|t| Jid::new(t).ok())
@@ -692,7 +721,9 @@ mod tests {
              </iq>",
         );
         romeo.send("<presence to='juliet@localhost'/>").await;
-        romeo.send("<presence to='juliet@localhost' type='subscribe'/>").await;
+        romeo
+            .send("<presence to='juliet@localhost' type='subscribe'/>")
+            .await;
         romeo
             .send("<message to='juliet@localhost/chamber' type='headline'><body>news</body></message>")
             .await;
@@ -755,9 +786,16 @@ mod tests {
         );
 
         // A domain item covers every address there, with or without node or resource.
-        for to in ["montague.lit", "lord@montague.lit", "lord@montague.lit/hall", "montague.lit/x"] {
+        for to in [
+            "montague.lit",
+            "lord@montague.lit",
+            "lord@montague.lit/hall",
+            "montague.lit/x",
+        ] {
             juliet
-                .send(&format!("<message to='{to}' id='d'><body>3</body></message>"))
+                .send(&format!(
+                    "<message to='{to}' id='d'><body>3</body></message>"
+                ))
                 .await;
             let e = juliet.recv().expect("refused");
             assert!(
@@ -780,7 +818,13 @@ mod tests {
     #[tokio::test]
     async fn xep0191_blocking_sends_unavailable_to_contact_who_sees_presence() {
         let server = blocking_server().await;
-        roster(&server, "juliet@localhost", "romeo@localhost", Subscription::From).await;
+        roster(
+            &server,
+            "juliet@localhost",
+            "romeo@localhost",
+            Subscription::From,
+        )
+        .await;
         let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
         let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
         block(&mut juliet, &["romeo@localhost", "nurse@localhost"]).await;
@@ -803,9 +847,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn xep0191_blocking_sends_unavailable_to_directed_presence_recipient() {
+        let server = blocking_server().await;
+        let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        juliet
+            .session
+            .presence()
+            .directed
+            .insert("nurse@localhost/kitchen".into());
+        let mut nurse = Client::online(&server, "nurse@localhost/kitchen", 0).await;
+        block(&mut juliet, &["nurse@localhost"]).await;
+        nurse.expect(
+            "<presence type='unavailable' from='juliet@localhost/chamber' to='nurse@localhost/kitchen'/>",
+        );
+        nurse.silent();
+        assert!(juliet.session.presence().directed.is_empty());
+    }
+
+    #[tokio::test]
     async fn xep0191_unblock_contact_pushes_restores_presence_and_delivery() {
         let server = blocking_server().await;
-        roster(&server, "juliet@localhost", "romeo@localhost", Subscription::Both).await;
+        roster(
+            &server,
+            "juliet@localhost",
+            "romeo@localhost",
+            Subscription::Both,
+        )
+        .await;
         let mut juliet = Client::online(&server, "juliet@localhost/chamber", 0).await;
         juliet.session.presence().last = Some(
             Element::new("presence", NS_CLIENT)
@@ -884,21 +952,42 @@ mod tests {
         // Offline: the blocked contact bounces, another sender's message is stored.
         let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
         romeo
-            .send("<message to='juliet@localhost' type='chat' id='m6'><body>Hello?</body></message>")
+            .send(
+                "<message to='juliet@localhost' type='chat' id='m6'><body>Hello?</body></message>",
+            )
             .await;
-        assert_eq!(romeo.recv().and_then(|m| m.attr("type").map(str::to_owned)).as_deref(), Some("error"));
+        assert_eq!(
+            romeo
+                .recv()
+                .and_then(|m| m.attr("type").map(str::to_owned))
+                .as_deref(),
+            Some("error")
+        );
         let mut nurse = Client::online(&server, "nurse@localhost/kitchen", 0).await;
         nurse
             .send("<message to='juliet@localhost' type='chat' id='m7'><body>Up!</body></message>")
             .await;
         nurse.silent();
-        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 1);
+        assert_eq!(
+            server
+                .store
+                .offline_count("juliet@localhost")
+                .await
+                .expect("count"),
+            1
+        );
 
         // A new session has the list loaded from storage.
         let _juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
         romeo
             .send("<message to='juliet@localhost' type='chat' id='m8'><body>Now?</body></message>")
             .await;
-        assert_eq!(romeo.recv().and_then(|m| m.attr("type").map(str::to_owned)).as_deref(), Some("error"));
+        assert_eq!(
+            romeo
+                .recv()
+                .and_then(|m| m.attr("type").map(str::to_owned))
+                .as_deref(),
+            Some("error")
+        );
     }
 }

@@ -45,7 +45,8 @@ impl Direction {
 
 /// Whether `message` is copied to the user's other carbons-enabled resources.
 fn eligible(message: &Element, direction: Direction, user: &BareJid) -> bool {
-    let private = message.has_child("private", NS_CARBONS) || message.has_child("no-copy", NS_HINTS);
+    let private =
+        message.has_child("private", NS_CARBONS) || message.has_child("no-copy", NS_HINTS);
     let is_carbon =
         message.has_child("sent", NS_CARBONS) || message.has_child("received", NS_CARBONS);
     if private || is_carbon {
@@ -230,7 +231,9 @@ mod tests {
         romeo
             .send("<iq type='set' id='disable1'><disable xmlns='urn:xmpp:carbons:2'/></iq>")
             .await;
-        romeo.expect("<iq type='result' id='disable1' from='romeo@localhost' to='romeo@localhost/garden'/>");
+        romeo.expect(
+            "<iq type='result' id='disable1' from='romeo@localhost' to='romeo@localhost/garden'/>",
+        );
         assert!(!romeo.session.presence().carbons);
     }
 
@@ -343,10 +346,16 @@ mod tests {
         // The sender does not get a copy of its own message, even with carbons enabled.
         let mut home = home;
         carbons_on(&mut home).await;
-        home.send("<message to='juliet@localhost' type='chat' id='s2'><body>Again</body></message>")
-            .await;
+        home.send(
+            "<message to='juliet@localhost' type='chat' id='s2'><body>Again</body></message>",
+        )
+        .await;
         home.silent();
-        assert!(garden.recv().is_some_and(|m| m.has_child("sent", NS_CARBONS)));
+        assert!(
+            garden
+                .recv()
+                .is_some_and(|m| m.has_child("sent", NS_CARBONS))
+        );
     }
 
     #[tokio::test]
@@ -388,24 +397,72 @@ mod tests {
         use crate::disco::testing::xml;
         let user = BareJid::new("romeo@localhost").expect("jid");
         let cases = [
-            ("<message type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>", true, true),
-            ("<message><body>normal with body</body></message>", true, true),
-            ("<message type='bogus'><body>unknown type is normal</body></message>", true, true),
-            ("<message><received xmlns='urn:xmpp:receipts' id='x'/></message>", true, true),
-            ("<message><displayed xmlns='urn:xmpp:chat-markers:0' id='x'/></message>", true, true),
-            ("<message><active xmlns='http://jabber.org/protocol/chatstates'/></message>", false, false),
-            ("<message type='headline'><body>news</body></message>", false, false),
-            ("<message type='groupchat'><body>all</body></message>", false, false),
-            ("<message type='chat'><body>x</body><private xmlns='urn:xmpp:carbons:2'/></message>", false, false),
-            ("<message type='chat'><body>x</body><no-copy xmlns='urn:xmpp:hints'/></message>", false, false),
+            (
+                "<message type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+                true,
+                true,
+            ),
+            (
+                "<message><body>normal with body</body></message>",
+                true,
+                true,
+            ),
+            (
+                "<message type='bogus'><body>unknown type is normal</body></message>",
+                true,
+                true,
+            ),
+            (
+                "<message><received xmlns='urn:xmpp:receipts' id='x'/></message>",
+                true,
+                true,
+            ),
+            (
+                "<message><displayed xmlns='urn:xmpp:chat-markers:0' id='x'/></message>",
+                true,
+                true,
+            ),
+            (
+                "<message><active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+                false,
+                false,
+            ),
+            (
+                "<message type='headline'><body>news</body></message>",
+                false,
+                false,
+            ),
+            (
+                "<message type='groupchat'><body>all</body></message>",
+                false,
+                false,
+            ),
+            (
+                "<message type='chat'><body>x</body><private xmlns='urn:xmpp:carbons:2'/></message>",
+                false,
+                false,
+            ),
+            (
+                "<message type='chat'><body>x</body><no-copy xmlns='urn:xmpp:hints'/></message>",
+                false,
+                false,
+            ),
             (
                 "<message type='chat'><received xmlns='urn:xmpp:carbons:2'/></message>",
                 false,
                 false,
             ),
             // Bounces of messages sent to a bare JID come from that bare JID.
-            ("<message type='error' from='juliet@localhost'><body>x</body></message>", false, true),
-            ("<message type='error' from='juliet@localhost/balcony'><body>x</body></message>", false, false),
+            (
+                "<message type='error' from='juliet@localhost'><body>x</body></message>",
+                false,
+                true,
+            ),
+            (
+                "<message type='error' from='juliet@localhost/balcony'><body>x</body></message>",
+                false,
+                false,
+            ),
             // MUC private messages are not copied on receipt; MUC invitations to the bare JID are.
             (
                 "<message type='chat' to='romeo@localhost/home'><body>psst</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>",
@@ -421,7 +478,11 @@ mod tests {
         for (stanza, sent, received) in cases {
             let m = xml(stanza);
             assert_eq!(eligible(&m, Direction::Sent, &user), sent, "sent: {stanza}");
-            assert_eq!(eligible(&m, Direction::Received, &user), received, "received: {stanza}");
+            assert_eq!(
+                eligible(&m, Direction::Received, &user),
+                received,
+                "received: {stanza}"
+            );
         }
     }
 
@@ -439,7 +500,11 @@ mod tests {
             .with_child(Element::new("x", NS_MUC_USER));
         let mut stanza = pm.clone();
         let flow = Carbons
-            .inbound(&server, &BareJid::new("romeo@localhost").expect("jid"), &mut stanza)
+            .inbound(
+                &server,
+                &BareJid::new("romeo@localhost").expect("jid"),
+                &mut stanza,
+            )
             .await;
         assert_eq!(flow, Flow::Continue);
         garden.silent();

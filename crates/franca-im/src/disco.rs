@@ -4,7 +4,7 @@
 //! declares ([`Module::server_features`]); an account is `<identity category='account'
 //! type='registered'/>` with the features of [`Module::account_features`]. Items are empty for
 //! now (services such as MUC will be listed when they exist); node queries get `item-not-found`
-//! (XEP-0030 §3.1, §4.1: no nodes are defined).
+//! (no nodes are defined).
 //!
 //! An account answers the user itself and the contacts allowed to see its presence (a `from` or
 //! `both` subscription), as Prosody does; anyone else gets `service-unavailable`, the answer for

@@ -148,11 +148,7 @@ mod tests {
     }
 
     fn seconds(reply: &Element) -> Option<u64> {
-        reply
-            .child("query", NS_LAST)?
-            .attr("seconds")?
-            .parse()
-            .ok()
+        reply.child("query", NS_LAST)?.attr("seconds")?.parse().ok()
     }
 
     #[tokio::test]
@@ -201,7 +197,9 @@ mod tests {
         let server = last_server().await;
         let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
         romeo
-            .send("<iq type='get' id='n1' to='juliet@localhost'><query xmlns='jabber:iq:last'/></iq>")
+            .send(
+                "<iq type='get' id='n1' to='juliet@localhost'><query xmlns='jabber:iq:last'/></iq>",
+            )
             .await;
         romeo.expect(
             "<iq type='error' id='n1' from='juliet@localhost' to='romeo@localhost/orchard'>
@@ -212,7 +210,14 @@ mod tests {
         let one = Client::online(&server, "juliet@localhost/balcony", 0).await;
         let two = Client::online(&server, "juliet@localhost/chamber", 0).await;
         server.session_closed(&one.session).await;
-        assert_eq!(server.store.last_activity("juliet@localhost").await.expect("last"), None);
+        assert_eq!(
+            server
+                .store
+                .last_activity("juliet@localhost")
+                .await
+                .expect("last"),
+            None
+        );
         two.session.presence().available = false;
         two.session.presence().last = Some(
             Element::new("presence", NS_CLIENT)

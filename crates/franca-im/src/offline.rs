@@ -1,7 +1,7 @@
 //! XEP-0160 Best Practices for Handling Offline Messages: a `normal` or `chat` message for an
 //! account with no resource that can take it is stored (up to `offline.max_per_user`), and
 //! delivered with a XEP-0203 `<delay/>` when a resource of the account sends initial presence
-//! with a non-negative priority (XEP-0160 §3, RFC 6121 §8.5.2.1.1). Stored messages are deleted
+//! with a non-negative priority (RFC 6121 §8.5.2.1.1). Stored messages are deleted
 //! only once they are queued to that resource.
 //!
 //! XEP-0334 hints are honoured: `<no-store/>` and `<no-permanent-store/>` are not stored (the
@@ -50,9 +50,9 @@ pub(crate) fn parse_stored(xml: &str) -> Option<Element> {
 
 /// Whether `message` carries anything a user would want later.
 fn worth_storing(message: &Element) -> bool {
-    message.elements().any(|c| {
-        c.ns != NS_CHATSTATES && c.ns != NS_HINTS && !c.is("thread", NS_CLIENT)
-    })
+    message
+        .elements()
+        .any(|c| c.ns != NS_CHATSTATES && c.ns != NS_HINTS && !c.is("thread", NS_CLIENT))
 }
 
 enum Decision {
@@ -165,10 +165,12 @@ impl Module for Offline {
     }
 
     async fn session_event(&self, server: &Arc<Server>, event: &SessionEvent) {
-        if let SessionEvent::Available(session) = event {
-            if session.presence().priority >= 0 {
-                deliver(server, session).await;
-            }
+        let SessionEvent::Available(session) = event else {
+            return;
+        };
+        let priority = session.presence().priority;
+        if priority >= 0 {
+            deliver(server, session).await;
         }
     }
 }
@@ -220,7 +222,14 @@ mod tests {
             stamps[1]
         ));
         juliet.silent();
-        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 0);
+        assert_eq!(
+            server
+                .store
+                .offline_count("juliet@localhost")
+                .await
+                .expect("count"),
+            0
+        );
     }
 
     #[tokio::test]
@@ -238,10 +247,23 @@ mod tests {
             .send("<message to='juliet@localhost' type='chat' id='o2'><body>2</body></message>")
             .await;
         hidden.silent();
-        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 2);
+        assert_eq!(
+            server
+                .store
+                .offline_count("juliet@localhost")
+                .await
+                .expect("count"),
+            2
+        );
         let mut juliet = Client::online(&server, "juliet@localhost/balcony", 1).await;
         for id in ["o1", "o2"] {
-            assert_eq!(juliet.recv().and_then(|m| m.attr("id").map(str::to_owned)).as_deref(), Some(id));
+            assert_eq!(
+                juliet
+                    .recv()
+                    .and_then(|m| m.attr("id").map(str::to_owned))
+                    .as_deref(),
+                Some(id)
+            );
         }
     }
 
@@ -284,13 +306,27 @@ mod tests {
             .await;
         let bounce = romeo.recv().expect("bounce");
         assert_eq!(bounce.attr("type"), Some("error"));
-        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 0);
+        assert_eq!(
+            server
+                .store
+                .offline_count("juliet@localhost")
+                .await
+                .expect("count"),
+            0
+        );
         // <store/> keeps what would otherwise be dropped.
         romeo
             .send("<message to='juliet@localhost' type='chat'><gone xmlns='http://jabber.org/protocol/chatstates'/><store xmlns='urn:xmpp:hints'/></message>")
             .await;
         romeo.silent();
-        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 1);
+        assert_eq!(
+            server
+                .store
+                .offline_count("juliet@localhost")
+                .await
+                .expect("count"),
+            1
+        );
     }
 
     #[test]
@@ -298,14 +334,28 @@ mod tests {
         let stored = |s: &str| matches!(decide(&xml(s)), Decision::Store);
         assert!(stored("<message><body>normal</body></message>"));
         assert!(stored("<message type='chat'><body>chat</body></message>"));
-        assert!(stored("<message type='chat'><received xmlns='urn:xmpp:receipts' id='1'/></message>"));
-        assert!(stored("<message type='chat'><encrypted xmlns='eu.siacs.conversations.axolotl'/></message>"));
-        assert!(!stored("<message type='headline'><body>news</body></message>"));
-        assert!(!stored("<message type='groupchat'><body>room</body></message>"));
+        assert!(stored(
+            "<message type='chat'><received xmlns='urn:xmpp:receipts' id='1'/></message>"
+        ));
+        assert!(stored(
+            "<message type='chat'><encrypted xmlns='eu.siacs.conversations.axolotl'/></message>"
+        ));
+        assert!(!stored(
+            "<message type='headline'><body>news</body></message>"
+        ));
+        assert!(!stored(
+            "<message type='groupchat'><body>room</body></message>"
+        ));
         assert!(!stored("<message type='error'><body>err</body></message>"));
-        assert!(!stored("<message type='chat'><thread>t</thread><active xmlns='http://jabber.org/protocol/chatstates'/></message>"));
-        assert!(!stored("<message type='chat'><body>x</body><no-permanent-store xmlns='urn:xmpp:hints'/></message>"));
-        assert!(stored("<message type='headline'><body>x</body><store xmlns='urn:xmpp:hints'/></message>"));
+        assert!(!stored(
+            "<message type='chat'><thread>t</thread><active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        ));
+        assert!(!stored(
+            "<message type='chat'><body>x</body><no-permanent-store xmlns='urn:xmpp:hints'/></message>"
+        ));
+        assert!(stored(
+            "<message type='headline'><body>x</body><store xmlns='urn:xmpp:hints'/></message>"
+        ));
     }
 
     #[tokio::test]
@@ -318,7 +368,12 @@ mod tests {
             .expect("push");
         server
             .store
-            .push_offline("juliet@localhost", 2_000_000, "<message xmlns='jabber:client'><body>ok</body></message>", 10)
+            .push_offline(
+                "juliet@localhost",
+                2_000_000,
+                "<message xmlns='jabber:client'><body>ok</body></message>",
+                10,
+            )
             .await
             .expect("push");
         // A session that cannot take anything (its reader is gone) keeps everything queued.
@@ -327,14 +382,30 @@ mod tests {
             .await;
         drop(bound.rx);
         bound.session.presence().available = true;
-        server.emit(&SessionEvent::Available(bound.session.clone())).await;
-        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 1);
+        server
+            .emit(&SessionEvent::Available(bound.session.clone()))
+            .await;
+        assert_eq!(
+            server
+                .store
+                .offline_count("juliet@localhost")
+                .await
+                .expect("count"),
+            1
+        );
 
         let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
         juliet.expect(
             "<message><body>ok</body><delay xmlns='urn:xmpp:delay' from='localhost' stamp='1970-01-01T00:00:02Z'/></message>",
         );
         juliet.silent();
-        assert_eq!(server.store.offline_count("juliet@localhost").await.expect("count"), 0);
+        assert_eq!(
+            server
+                .store
+                .offline_count("juliet@localhost")
+                .await
+                .expect("count"),
+            0
+        );
     }
 }

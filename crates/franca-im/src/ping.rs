@@ -1,4 +1,4 @@
-//! XEP-0199 XMPP Ping: the server answers pings to its own JID (§4.2, client-to-server ping)
+//! XEP-0199 XMPP Ping: the server answers pings to its own JID ("Client-to-Server Ping")
 //! and, like Prosody, to an account's bare JID on the account's behalf (the IQ never reaches a
 //! client: RFC 6120 §10.5.4). A ping to a full JID is the client's to answer.
 
@@ -41,13 +41,14 @@ mod tests {
     use crate::disco::testing::{Client, server};
 
     #[tokio::test]
-    async fn xep0199_4_2_client_to_server_ping() {
+    async fn xep0199_client_to_server_ping() {
         let server = server(vec![Arc::new(Ping)]).await;
         let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
         juliet
             .send("<iq type='get' id='c2s1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
             .await;
-        juliet.expect("<iq type='result' id='c2s1' from='localhost' to='juliet@localhost/balcony'/>");
+        juliet
+            .expect("<iq type='result' id='c2s1' from='localhost' to='juliet@localhost/balcony'/>");
     }
 
     #[tokio::test]
@@ -57,7 +58,9 @@ mod tests {
         romeo
             .send("<iq type='get' id='p1' to='juliet@localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
             .await;
-        romeo.expect("<iq type='result' id='p1' from='juliet@localhost' to='romeo@localhost/orchard'/>");
+        romeo.expect(
+            "<iq type='result' id='p1' from='juliet@localhost' to='romeo@localhost/orchard'/>",
+        );
     }
 
     #[tokio::test]

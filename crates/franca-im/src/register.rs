@@ -1,14 +1,15 @@
 //! XEP-0077 In-Band Registration (`jabber:iq:register`).
 //!
 //! Before authentication, the c2s layer hands registration IQs to [`preauth`]: a form with
-//! `<instructions/>`, `<username/>` and `<password/>` (XEP-0077 §3.1), and account creation
-//! (§3.1 "Entity registers with host") with a localpart that is valid and already normalised
-//! under both RFC 6122 Nodeprep and RFC 7622 PRECIS ([`franca_proto::jidprep`]), answered
-//! `conflict` when taken and `not-acceptable` when the username or password is unusable. All of
-//! it only when `registration.enabled`; otherwise `service-unavailable`. Each IP address (each
-//! /64 for IPv6, which hands a whole prefix to one host) may create `registration.max_per_ip`
-//! accounts per `registration.window_seconds`. The c2s layer advertises the
-//! [`stream_feature`] (XEP-0077 §8) when registration is enabled.
+//! `<instructions/>`, `<username/>` and `<password/>`, and account creation (XEP-0077 §3.1,
+//! "Entity Registers with a Host") with a localpart that, once lower-cased, is valid and already
+//! normalised under both RFC 6122 Nodeprep and RFC 7622 PRECIS ([`franca_proto::jidprep`]), and a
+//! password that RFC 8265 `OpaqueString` accepts; `conflict` when the name is taken and
+//! `not-acceptable` when the username or password is unusable. All of it only when
+//! `registration.enabled`, otherwise `service-unavailable`. Each IP address (each /64 for IPv6,
+//! which hands a whole prefix to one host) may create `registration.max_per_ip` accounts per
+//! `registration.window_seconds`. The c2s layer advertises the [`stream_feature`] (XEP-0077
+//! "Stream Feature") when registration is enabled.
 //!
 //! After authentication the module answers the account: its registration (`<registered/>`),
 //! password change (§3.3) and cancellation with `<remove/>` (§3.2), which deletes the account
@@ -28,8 +29,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// The post-authentication module. It holds no state: the pre-authentication rate limiter is
-/// process-wide (see [`LIMITER`]), because [`preauth`] runs before any session or module is
-/// involved and one process serves one [`Server`].
+/// process-wide (a static in this module), because [`preauth`] runs before any session or
+/// module is involved, and one process serves one [`Server`].
 #[derive(Debug, Default)]
 pub struct Register {}
 
@@ -41,7 +42,7 @@ impl Register {
 
 const INSTRUCTIONS: &str = "Choose a username and password to register with this server.";
 
-/// The `<register/>` stream feature (XEP-0077 §8), when registration is enabled.
+/// The `<register/>` stream feature (XEP-0077 "Stream Feature"), when registration is enabled.
 pub fn stream_feature(config: &Config) -> Option<Element> {
     config
         .registration
@@ -314,7 +315,12 @@ async fn remove(server: &Arc<Server>, req: &IqRequest<'_>, user: &BareJid) -> Iq
         .remove_user(user.as_str())
         .await
         .map_err(|e| internal(user.as_str(), e))?;
-    if let Some(session) = req.from.try_as_full().ok().and_then(|f| server.sessions.get(f)) {
+    if let Some(session) = req
+        .from
+        .try_as_full()
+        .ok()
+        .and_then(|f| server.sessions.get(f))
+    {
         let result = Element::new("iq", NS_CLIENT)
             .with_attr("type", "result")
             .with_attr("id", req.iq.attr("id").unwrap_or_default())
@@ -338,8 +344,8 @@ async fn change_password(server: &Arc<Server>, query: &Element, user: &BareJid) 
         .map(Element::text)
         .unwrap_or_default();
     let own = user.node().map(|n| n.as_str()).unwrap_or_default();
-    let same = normalise_bare(&format!("{username}@{}", user.domain()))
-        .is_ok_and(|b| b == user.as_str());
+    let same =
+        normalise_bare(&format!("{username}@{}", user.domain())).is_ok_and(|b| b == user.as_str());
     if username.is_empty() || !same || own.is_empty() {
         return Err(StanzaError::new(Cond::BadRequest).with_text("username is not yours"));
     }
@@ -463,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn xep0077_8_stream_feature_only_when_enabled() {
+    fn xep0077_stream_feature_only_when_enabled() {
         assert_eq!(stream_feature(&Config::default()), None);
         assert_eq!(
             stream_feature(&enabled(1)).map(|f| f.to_xml()),
@@ -474,7 +480,12 @@ mod tests {
     #[tokio::test]
     async fn xep0077_registration_disabled_is_service_unavailable() {
         let server = server(vec![Arc::new(Register::new(&Config::default()))]).await;
-        let got = ask(&server, ip(1), "<iq type='get' id='reg1'><query xmlns='jabber:iq:register'/></iq>").await;
+        let got = ask(
+            &server,
+            ip(1),
+            "<iq type='get' id='reg1'><query xmlns='jabber:iq:register'/></iq>",
+        )
+        .await;
         assert_eq!(
             got,
             xml("<iq type='error' id='reg1'><query xmlns='jabber:iq:register'/>
@@ -509,9 +520,20 @@ mod tests {
     #[tokio::test]
     async fn xep0077_3_1_entity_registers_with_host() {
         let server = open_server(5).await;
-        let got = ask(&server, ip(3), &register_iq("reg2", "Mercutio", "Queen Mab")).await;
+        let got = ask(
+            &server,
+            ip(3),
+            &register_iq("reg2", "Mercutio", "Queen Mab"),
+        )
+        .await;
         assert_eq!(got, xml("<iq type='result' id='reg2'/>").to_xml());
-        assert!(server.store.user_exists("mercutio@localhost").await.expect("exists"));
+        assert!(
+            server
+                .store
+                .user_exists("mercutio@localhost")
+                .await
+                .expect("exists")
+        );
         assert!(password_is(&server, "mercutio@localhost", "Queen Mab").await);
 
         // Taken (after normalisation too).
@@ -534,7 +556,10 @@ mod tests {
             ("tybalt", "tab\there"),
         ] {
             let got = ask(&server, ip(4), &register_iq("r", user, password)).await;
-            assert!(got.contains("<not-acceptable "), "{user:?}/{password:?}: {got}");
+            assert!(
+                got.contains("<not-acceptable "),
+                "{user:?}/{password:?}: {got}"
+            );
         }
         let got = ask(
             &server,
@@ -560,7 +585,7 @@ mod tests {
         let got = ask(&server, ip(5), &register_iq("c", "gregory", "pw")).await;
         assert_eq!(
             got,
-            xml(&format!(
+            xml(
                 "<iq type='error' id='c'>
                    <query xmlns='jabber:iq:register'><username>gregory</username><password>pw</password></query>
                    <error type='wait'>
@@ -568,7 +593,7 @@ mod tests {
                      <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>too many registrations from your address; try again later</text>
                    </error>
                  </iq>"
-            ))
+            )
             .to_xml()
         );
         let got = ask(&server, ip(6), &register_iq("d", "gregory", "pw")).await;
@@ -588,7 +613,9 @@ mod tests {
         let server = open_server(1).await;
         let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
         juliet
-            .send("<iq type='get' id='reg3' to='localhost'><query xmlns='jabber:iq:register'/></iq>")
+            .send(
+                "<iq type='get' id='reg3' to='localhost'><query xmlns='jabber:iq:register'/></iq>",
+            )
             .await;
         juliet.expect(
             "<iq type='result' id='reg3' from='localhost' to='juliet@localhost/balcony'>
@@ -610,7 +637,9 @@ mod tests {
                  </query></iq>",
             )
             .await;
-        juliet.expect("<iq type='result' id='change1' from='localhost' to='juliet@localhost/balcony'/>");
+        juliet.expect(
+            "<iq type='result' id='change1' from='localhost' to='juliet@localhost/balcony'/>",
+        );
         assert!(password_is(&server, "juliet@localhost", "newpass").await);
 
         juliet
@@ -654,16 +683,32 @@ mod tests {
         balcony
             .send("<iq type='set' id='unreg1'><query xmlns='jabber:iq:register'><remove/></query></iq>")
             .await;
-        balcony.expect("<iq type='result' id='unreg1' from='juliet@localhost' to='juliet@localhost/balcony'/>");
+        balcony.expect(
+            "<iq type='result' id='unreg1' from='juliet@localhost' to='juliet@localhost/balcony'/>",
+        );
         for c in [&mut balcony, &mut chamber] {
             assert!(
-                matches!(c.next(), Some(Outbound::Close(StreamError::NotAuthorized, _))),
+                matches!(
+                    c.next(),
+                    Some(Outbound::Close(StreamError::NotAuthorized, _))
+                ),
                 "{} not closed",
                 c.session.jid
             );
             c.silent();
         }
-        assert!(!server.store.user_exists("juliet@localhost").await.expect("exists"));
-        assert!(server.sessions.resources(&BareJid::new("juliet@localhost").expect("jid")).is_empty());
+        assert!(
+            !server
+                .store
+                .user_exists("juliet@localhost")
+                .await
+                .expect("exists")
+        );
+        assert!(
+            server
+                .sessions
+                .resources(&BareJid::new("juliet@localhost").expect("jid"))
+                .is_empty()
+        );
     }
 }

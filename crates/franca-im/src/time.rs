@@ -33,9 +33,7 @@ impl Module for Time {
 
     async fn handle_iq(&self, _server: &Arc<Server>, req: IqRequest<'_>) -> IqResult {
         match req.payload() {
-            Some(p) if p.is("time", NS_TIME) && !req.is_set() => {
-                Ok(Some(time_element(now_us())))
-            }
+            Some(p) if p.is("time", NS_TIME) && !req.is_set() => Ok(Some(time_element(now_us()))),
             _ => Err(StanzaError::new(Cond::BadRequest)),
         }
     }
@@ -66,8 +64,17 @@ mod tests {
         assert_eq!(reply.attr("type"), Some("result"));
         assert_eq!(reply.attr("id"), Some("time_1"));
         let time = reply.child("time", NS_TIME).expect("time");
-        assert_eq!(time.child("tzo", NS_TIME).map(Element::text).as_deref(), Some("+00:00"));
-        let utc = time.child("utc", NS_TIME).map(Element::text).unwrap_or_default();
-        assert!(utc.len() >= 20 && utc.ends_with('Z') && utc.as_bytes()[10] == b'T', "{utc}");
+        assert_eq!(
+            time.child("tzo", NS_TIME).map(Element::text).as_deref(),
+            Some("+00:00")
+        );
+        let utc = time
+            .child("utc", NS_TIME)
+            .map(Element::text)
+            .unwrap_or_default();
+        assert!(
+            utc.len() >= 20 && utc.ends_with('Z') && utc.as_bytes()[10] == b'T',
+            "{utc}"
+        );
     }
 }

@@ -84,7 +84,8 @@ mod tests {
     use super::*;
     use crate::disco::testing::{Client, server};
 
-    const VCARD: &str = "<vCard xmlns='vcard-temp'><FN>Juliet Capulet</FN><NICKNAME>JC</NICKNAME></vCard>";
+    const VCARD: &str =
+        "<vCard xmlns='vcard-temp'><FN>Juliet Capulet</FN><NICKNAME>JC</NICKNAME></vCard>";
 
     #[tokio::test]
     async fn xep0054_3_1_own_vcard_is_empty_until_set() {
@@ -107,7 +108,9 @@ mod tests {
         juliet
             .send(&format!("<iq type='set' id='v2'>{VCARD}</iq>"))
             .await;
-        juliet.expect("<iq type='result' id='v2' from='juliet@localhost' to='juliet@localhost/balcony'/>");
+        juliet.expect(
+            "<iq type='result' id='v2' from='juliet@localhost' to='juliet@localhost/balcony'/>",
+        );
         juliet
             .send("<iq type='get' id='v3'><vCard xmlns='vcard-temp'/></iq>")
             .await;
@@ -130,14 +133,19 @@ mod tests {
         let server = server(vec![Arc::new(VCard)]).await;
         let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
         romeo
-            .send(&format!("<iq type='set' id='v5' to='juliet@localhost'>{VCARD}</iq>"))
+            .send(&format!(
+                "<iq type='set' id='v5' to='juliet@localhost'>{VCARD}</iq>"
+            ))
             .await;
         romeo.expect(
             "<iq type='error' id='v5' from='juliet@localhost' to='romeo@localhost/orchard'>
                <error type='auth'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>
              </iq>",
         );
-        assert_eq!(server.store.vcard("juliet@localhost").await.expect("vcard"), None);
+        assert_eq!(
+            server.store.vcard("juliet@localhost").await.expect("vcard"),
+            None
+        );
     }
 
     #[tokio::test]

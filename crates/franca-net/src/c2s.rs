@@ -440,4 +440,3 @@ fn random_resource() -> String {
     let n: u64 = rand::thread_rng().r#gen();
     format!("franca-{n:016x}")
 }
-

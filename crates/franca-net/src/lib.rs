@@ -75,7 +75,14 @@ pub async fn accept_c2s(
 
 /// RFC 6120 §4.9.3.14: refuse an over-limit connection with `<policy-violation/>`.
 async fn refuse(mut tcp: TcpStream, ctx: Arc<C2sContext>, peer: SocketAddr) {
-    let domain = ctx.server.config.server.domains.first().cloned().unwrap_or_default();
+    let domain = ctx
+        .server
+        .config
+        .server
+        .domains
+        .first()
+        .cloned()
+        .unwrap_or_default();
     let header = franca_xml::stream_header(franca_proto::ns::NS_CLIENT, &domain, None, "refused");
     let error = franca_proto::errors::StreamError::PolicyViolation
         .to_element(Some("too many connections from your address"))

@@ -216,7 +216,10 @@ impl C2sStream {
         self.open_header(domain);
         // RFC 6120 §4.8.2: a c2s stream's content namespace is jabber:client.
         if header.attr("xmlns") != Some(NS_CLIENT) {
-            return self.fail(StreamError::InvalidNamespace, Some("expected jabber:client"));
+            return self.fail(
+                StreamError::InvalidNamespace,
+                Some("expected jabber:client"),
+            );
         }
         // RFC 6120 §4.7.5: a major version below 1 is not supported.
         let version_ok = header
@@ -349,6 +352,13 @@ impl C2sStream {
         if el.is("iq", NS_CLIENT) && self.state == State::Negotiating {
             if !self.tls && !self.config.allow_plaintext {
                 return self.fail(StreamError::PolicyViolation, Some("use STARTTLS first"));
+            }
+            let mut el = el;
+            // Registration creates the account in the stream's domain.
+            if el.attr("to").is_none()
+                && let Some(domain) = &self.domain
+            {
+                el.set_attr("to", domain.clone());
             }
             self.pending.push_back(Action::PreAuthIq(el));
             return;
@@ -900,9 +910,16 @@ mod tests {
         actions.append(&mut auth);
         s.provide_credentials("juliet@example.org", Some(keys("right")));
         let challenge = written(&run(&mut s, ""));
-        let b64 = challenge.split('>').nth(1).and_then(|t| t.split('<').next()).unwrap();
+        let b64 = challenge
+            .split('>')
+            .nth(1)
+            .and_then(|t| t.split('<').next())
+            .unwrap();
         let server_first = String::from_utf8(B64.decode(b64).unwrap()).unwrap();
-        let nonce = server_first.split(',').find_map(|p| p.strip_prefix("r=")).unwrap();
+        let nonce = server_first
+            .split(',')
+            .find_map(|p| p.strip_prefix("r="))
+            .unwrap();
         let proof = B64.encode([0u8; 32]);
         let out = run(
             &mut s,
@@ -969,7 +986,10 @@ mod tests {
         let mut s = C2sStream::new(config(false), None);
         let out = written(&run(
             &mut s,
-            &HEADER.replace("to='example.org' version='1.0'", "to='example.org' version='0.9'"),
+            &HEADER.replace(
+                "to='example.org' version='1.0'",
+                "to='example.org' version='0.9'",
+            ),
         ));
         assert!(out.contains("<unsupported-version"), "{out}");
     }

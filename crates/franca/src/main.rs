@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "franca", version, about = "Franca instant-messaging server (XMPP)")]
+#[command(
+    name = "franca",
+    version,
+    about = "Franca instant-messaging server (XMPP)"
+)]
 struct Cli {
     /// Configuration file (TOML). Without one, the zero-config defaults are used.
     #[arg(long, short, env = "FRANCA_CONFIG", global = true)]
@@ -61,7 +65,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("franca: cannot start the runtime: {e}");

@@ -23,14 +23,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
 
     let url = config.storage_url();
-    let store = franca_store::open(&url).await.map_err(|e| format!("storage: {e}"))?;
+    let store = franca_store::open(&url)
+        .await
+        .map_err(|e| format!("storage: {e}"))?;
     tracing::info!("storage: {}", crate::redact(&url));
 
     let tls = Arc::new(franca_net::tls::load(&config).map_err(|e| format!("TLS: {e}"))?);
     tracing::info!(
         "TLS certificate: {}{}",
         tls.cert_file.display(),
-        if tls.self_signed { " (self-signed, generated for the served domains)" } else { "" }
+        if tls.self_signed {
+            " (self-signed, generated for the served domains)"
+        } else {
+            ""
+        }
     );
     let metrics = franca_net::http::install_metrics();
 
@@ -69,17 +75,33 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
     });
     let connections = Arc::new(ConnectionLimiter::new(limits.max_connections_per_ip));
 
-    let c2s = franca_net::bind_all("c2s", &listen.c2s).await.map_err(|e| e.to_string())?;
-    let c2s_tls = franca_net::bind_all("c2s_tls", &listen.c2s_tls).await.map_err(|e| e.to_string())?;
-    let http = franca_net::bind_all("http", &listen.http).await.map_err(|e| e.to_string())?;
+    let c2s = franca_net::bind_all("c2s", &listen.c2s)
+        .await
+        .map_err(|e| e.to_string())?;
+    let c2s_tls = franca_net::bind_all("c2s_tls", &listen.c2s_tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let http = franca_net::bind_all("http", &listen.http)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut tasks = Vec::new();
     for l in c2s {
         log_listener("c2s (STARTTLS, RFC 6120)", &l);
-        tasks.push(tokio::spawn(franca_net::accept_c2s(l, ctx.clone(), connections.clone(), false)));
+        tasks.push(tokio::spawn(franca_net::accept_c2s(
+            l,
+            ctx.clone(),
+            connections.clone(),
+            false,
+        )));
     }
     for l in c2s_tls {
         log_listener("c2s (direct TLS, XEP-0368)", &l);
-        tasks.push(tokio::spawn(franca_net::accept_c2s(l, ctx.clone(), connections.clone(), true)));
+        tasks.push(tokio::spawn(franca_net::accept_c2s(
+            l,
+            ctx.clone(),
+            connections.clone(),
+            true,
+        )));
     }
     for l in http {
         log_listener("HTTP (/health, /metrics)", &l);
@@ -104,7 +126,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
     tracing::info!("serving {domains}");
     match server.store.list_users(None).await {
         Ok(users) if users.is_empty() => {
-            let first = server.config.server.domains.first().cloned().unwrap_or_default();
+            let first = server
+                .config
+                .server
+                .domains
+                .first()
+                .cloned()
+                .unwrap_or_default();
             let cfg = config_path
                 .as_ref()
                 .map(|p| format!(" --config {}", p.display()))

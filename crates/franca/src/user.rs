@@ -19,7 +19,10 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), String> {
             }
             let password = read_password(&format!("Password for {user}: "))?;
             store
-                .create_user(user.as_str(), &franca_core::credentials::from_password(&password))
+                .create_user(
+                    user.as_str(),
+                    &franca_core::credentials::from_password(&password),
+                )
                 .await
                 .map_err(db)?;
             println!("created {user}");
@@ -32,7 +35,10 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), String> {
             }
             let password = read_password(&format!("New password for {user}: "))?;
             store
-                .set_credentials(user.as_str(), &franca_core::credentials::from_password(&password))
+                .set_credentials(
+                    user.as_str(),
+                    &franca_core::credentials::from_password(&password),
+                )
                 .await
                 .map_err(db)?;
             println!("password changed for {user}");
@@ -57,15 +63,17 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), String> {
             }
             println!(
                 "removed {user}{}",
-                if by_server { " and ended its sessions" } else { "" }
+                if by_server {
+                    " and ended its sessions"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }
         UserCommand::List { domain } => {
-            if let Some(d) = &domain {
-                if !config.serves(d) {
-                    return Err(format!("domain {d} is not served by this server"));
-                }
+            if let Some(d) = domain.as_deref().filter(|d| !config.serves(d)) {
+                return Err(format!("domain {d} is not served by this server"));
             }
             for user in store.list_users(domain.as_deref()).await.map_err(db)? {
                 println!("{user}");
@@ -86,7 +94,9 @@ fn db(e: franca_store::StoreError) -> String {
 fn account(config: &Config, jid: &str, new: bool) -> Result<BareJid, String> {
     let bare = BareJid::new(jid).map_err(|e| format!("invalid JID {jid:?}: {e}"))?;
     let Some(node) = bare.node() else {
-        return Err(format!("invalid JID {jid:?}: an account needs a user part (user@domain)"));
+        return Err(format!(
+            "invalid JID {jid:?}: an account needs a user part (user@domain)"
+        ));
     };
     if !config.serves(bare.domain().as_str()) {
         return Err(format!(
@@ -96,7 +106,9 @@ fn account(config: &Config, jid: &str, new: bool) -> Result<BareJid, String> {
         ));
     }
     if new && !franca_proto::jidprep::valid_new_localpart(node.as_str()) {
-        return Err(format!("invalid JID {jid:?}: the user part is not allowed for new accounts"));
+        return Err(format!(
+            "invalid JID {jid:?}: the user part is not allowed for new accounts"
+        ));
     }
     Ok(bare)
 }

@@ -439,6 +439,13 @@ impl Conn {
         assert!(is_result(&st), "ping not answered with a result: {st}");
     }
 
+    /// Initial presence (so messages to the bare JID reach this session), then a ping so the
+    /// server has processed it before the test goes on.
+    pub fn available(&mut self) {
+        self.send("<presence/>");
+        self.ping("after-presence");
+    }
+
     pub fn close(&mut self) {
         let _ = self.try_send("</stream:stream>");
         let _ = self.read_until_closed(2);
@@ -461,8 +468,9 @@ fn saslname(s: &str) -> String {
     s.replace('=', "=3D").replace(',', "=2C")
 }
 
+/// A complete `<stream:features>` (any prefix, or the default namespace).
 pub fn has_features(t: &str) -> bool {
-    t.contains("</stream:features>") || t.contains("<stream:features/>")
+    element_text(t, "stream:features").is_some() || element_text(t, "features").is_some()
 }
 
 /// `type='result'` on the first tag.

@@ -77,6 +77,7 @@ fn stanza_over_configured_size_limit_is_policy_violation() {
     // Just under the limit is delivered normally.
     let mut alice = s.login(ALICE, "size");
     let mut bob = s.login(BOB, "size");
+    bob.available();
     alice.send(body_of(8 * 1024));
     bob.wait("the 8 KiB message", 15, |t| {
         t.contains(&"A".repeat(8 * 1024))
@@ -192,6 +193,7 @@ fn entity_reference_is_refused() {
     // The predefined entities and character references are ordinary XML and stay accepted.
     let mut alice = s.login(ALICE, "entities");
     let mut bob = s.login(BOB, "entities");
+    bob.available();
     alice.send(
         "<message to='bob@localhost' type='chat'><body>&lt;&amp;&gt;&#x263A;&#65;</body></message>",
     );
