@@ -155,8 +155,8 @@ def test_carbons_between_two_resources(server):
         try:
             for c in (a1, a2, b):
                 await c.start()
-            await a1["xep_0280"].enable()
-            await a2["xep_0280"].enable()
+            await a1.plugin["xep_0280"].enable()
+            await a2.plugin["xep_0280"].enable()
             # Received carbon: bob writes to alice/one, alice/two gets a copy.
             b.send_message(mto=str(a1.boundjid), mbody="to one", mtype="chat")
             await a1.messages.wait_for(body_is("to one", B), what="message at alice/one")
@@ -172,7 +172,7 @@ def test_carbons_between_two_resources(server):
             assert str(c["from"]) == A, f"carbon must come from the account's bare JID: {c}"
             assert str(c["carbon_sent"]["from"]) == str(a1.boundjid)
             # Disabling stops the copies.
-            await a2["xep_0280"].disable()
+            await a2.plugin["xep_0280"].disable()
             b.send_message(mto=str(a1.boundjid), mbody="after disable", mtype="chat")
             await a1.messages.wait_for(body_is("after disable", B))
             await a2.ping_server()
@@ -191,19 +191,19 @@ def test_blocking_drops_messages_and_unblock_restores(server):
         try:
             await a.start()
             await b.start()
-            await a["xep_0191"].block(B)
-            assert B in {str(j) for j in await a["xep_0191"].get_blocked_jids()}
+            await a.plugin["xep_0191"].block(B)
+            assert B in {str(j) for j in await a.plugin["xep_0191"].get_blocked_jids()}
             b.send_message(mto=A, mbody="while blocked", mtype="chat")
             b.send_message(mto=str(a.boundjid), mbody="while blocked (full)", mtype="chat")
             await b.ping_server()  # bob's messages have been routed (or dropped) by now
             # If a blocked message had been delivered it would be queued at alice before the
             # unblock result below.
-            await a["xep_0191"].unblock(B)
+            await a.plugin["xep_0191"].unblock(B)
             assert a.messages.find(lambda m: m["body"].startswith("while blocked")) is None, \
                 "a message from a blocked contact was delivered"
             for err in b.errors.items:  # a bounce is optional; if there is one it says so properly
                 assert err["error"]["condition"] == "service-unavailable", err
-            assert B not in {str(j) for j in await a["xep_0191"].get_blocked_jids()}
+            assert B not in {str(j) for j in await a.plugin["xep_0191"].get_blocked_jids()}
             b.send_message(mto=A, mbody="after unblock", mtype="chat")
             await a.messages.wait_for(body_is("after unblock", B), what="message after unblock")
         finally:
@@ -221,7 +221,7 @@ def test_blocking_refuses_outbound_to_blocked_contact(server):
         try:
             await a.start()
             await b.start()
-            await a["xep_0191"].block(B)
+            await a.plugin["xep_0191"].block(B)
             a.send_message(mto=B, mbody="to a blocked contact", mtype="chat")
             err = await a.errors.wait_for(lambda m: True, what="error bounce for a message to a blocked JID")
             assert err["error"]["condition"] == "not-acceptable", err

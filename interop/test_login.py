@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import ssl
 
 import pytest
 
@@ -58,6 +58,22 @@ def test_scram_sha256_plus_tls_server_end_point(server, mode):
     run(main())
 
 
+def test_scram_plus_with_wrong_channel_binding_is_refused(server):
+    """The server really checks the binding: a mismatching certificate hash fails."""
+
+    async def main():
+        c = Client(server, ALICE + "/mitm", USERS[ALICE], mech="SCRAM-SHA-256-PLUS", bad_channel_binding=True)
+        try:
+            with pytest.raises(AuthFailed):
+                await c.start()
+            failure = await c.auth_failures.wait_for(lambda f: True, what="a SASL <failure/>")
+            assert failure["condition"] in ("not-authorized", "malformed-request"), failure
+        finally:
+            await c.stop()
+
+    run(main())
+
+
 def test_scram_sha1_and_sha512(server):
     async def main():
         for mech in ("SCRAM-SHA-1", "SCRAM-SHA-512"):
@@ -106,15 +122,18 @@ def test_unknown_user_is_refused(server):
     run(main())
 
 
-def test_untrusted_certificate_name_is_rejected_by_client(server):
-    """Sanity check of the test set-up itself: verification is on (a wrong name fails)."""
+def test_client_verifies_the_certificate_name(server):
+    """Sanity check of the test set-up itself: verification is on, so a wrong name fails."""
 
     async def main():
         c = Client(server, ALICE + "/x", USERS[ALICE], mode="tls")
-        c.default_domain = "not-localhost.example"
+        c.default_domain = "not-localhost.example"  # the name the certificate is checked against
         try:
-            with pytest.raises((AssertionError, asyncio.TimeoutError)):
+            with pytest.raises(AssertionError):
                 await c.start(timeout=5)
+            err = await c.connection_failures.wait_for(lambda e: isinstance(e, ssl.SSLCertVerificationError),
+                                                       what="a certificate verification failure")
+            assert "not-localhost.example" in str(err) or "match" in str(err), err
         finally:
             await c.stop()
 

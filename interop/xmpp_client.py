@@ -132,7 +132,7 @@ class Client(slixmpp.ClientXMPP):
     """
 
     def __init__(self, server: FrancaServer, jid: str, password: str, *, mode: str = "starttls",
-                 mech: str = "SCRAM-SHA-256"):
+                 mech: str = "SCRAM-SHA-256", bad_channel_binding: bool = False):
         super().__init__(jid, password, sasl_mech=mech)
         self.franca = server
         self.mode = mode
@@ -149,14 +149,17 @@ class Client(slixmpp.ClientXMPP):
         for p in ("xep_0030", "xep_0199", "xep_0203", "xep_0280", "xep_0191"):
             self.register_plugin(p)
         if mech.endswith("-PLUS"):
-            mechs = self["feature_mechanisms"]
+            mechs = self.plugin["feature_mechanisms"]
             default = mechs.sasl_callback
 
             def creds(required, optional):
                 out = default(required, optional)
                 ssl_obj = self.socket
                 if "channel_binding" in set(required) | set(optional) and isinstance(ssl_obj, (ssl.SSLObject, ssl.SSLSocket)):
-                    out["channel_binding"] = EndPointBinding(tls_server_end_point(ssl_obj.getpeercert(True)))
+                    data = tls_server_end_point(ssl_obj.getpeercert(True))
+                    if bad_channel_binding:  # a different certificate's hash, as a MITM would have
+                        data = bytes(b ^ 0x5A for b in data)
+                    out["channel_binding"] = EndPointBinding(data)
                 return out
 
             mechs.sasl_callback = creds
@@ -169,6 +172,7 @@ class Client(slixmpp.ClientXMPP):
         self.carbons_sent = EventLog("carbon sent")
         self.stream_errors = EventLog("stream error")
         self.auth_failures = EventLog("SASL failure")
+        self.connection_failures = EventLog("connection failure")
         self.session = asyncio.get_event_loop().create_future()
         self.got_disconnected = asyncio.Event()
         self.add_event_handler("message", self.messages.push)
@@ -178,6 +182,7 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("carbon_sent", self.carbons_sent.push)
         self.add_event_handler("stream_error", self.stream_errors.push)
         self.add_event_handler("failed_auth", self.auth_failures.push)
+        self.add_event_handler("connection_failed", self.connection_failures.push)
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("failed_all_auth", self._on_failed_all_auth)
         self.add_event_handler("disconnected", lambda _e: self.got_disconnected.set())
@@ -208,7 +213,7 @@ class Client(slixmpp.ClientXMPP):
             self.send_presence()
 
     def sasl_mechanism(self) -> str | None:
-        mech = self["feature_mechanisms"].mech
+        mech = self.plugin["feature_mechanisms"].mech
         return mech.name if mech is not None else None
 
     def tls_version(self) -> str | None:
@@ -217,7 +222,7 @@ class Client(slixmpp.ClientXMPP):
 
     async def ping_server(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """A round trip through this session: everything sent before has been processed."""
-        await self["xep_0199"].send_ping(DOMAIN, timeout=timeout)
+        await self.plugin["xep_0199"].send_ping(DOMAIN, timeout=timeout)
 
     async def roster_items(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, dict]:
         """A fresh roster get from the server: {bare jid: {subscription, name, groups, ask}}."""

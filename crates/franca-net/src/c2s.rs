@@ -128,6 +128,8 @@ struct Connection {
     rx: Option<mpsc::Receiver<Outbound>>,
     out: String,
     rate: ReadRate,
+    /// Set by the STARTTLS upgrade: the client's next bytes may already sit in the TLS layer.
+    upgraded: bool,
     _guard: ConnectionGuard,
 }
 
@@ -167,6 +169,7 @@ pub async fn serve(
         rx: None,
         out: String::new(),
         rate,
+        upgraded: false,
         _guard: guard,
     };
     conn.run().await;
@@ -184,6 +187,10 @@ impl Connection {
         let mut shutdown = self.ctx.shutdown.clone();
         let mut last_read = Instant::now();
         let mut paused_until: Option<Instant> = None;
+        // The TLS layer can hold decrypted bytes the socket no longer signals (read along with
+        // the handshake, or left after a burst was cut short), so after those moments the
+        // stream is drained before waiting on socket readiness again.
+        let mut drain = matches!(self.io, Transport::Tls(_));
         loop {
             let deadline = if self.stream.is_established() {
                 last_read + idle
@@ -202,12 +209,15 @@ impl Connection {
                 },
                 _ = sleep_until(paused_until) => {
                     paused_until = None;
+                    drain = true;
                     None
                 }
-                ready = self.io.readable(), if paused_until.is_none() => match ready {
+                ready = readable(&self.io, drain), if paused_until.is_none() => match ready {
                     Ok(()) => match self.read_available().await {
-                        Ok((0, true)) => Some(End::Broken),
-                        Ok((n, _)) => {
+                        Ok((0, Read::Eof)) => Some(End::Broken),
+                        Ok((n, read)) => {
+                            drain = matches!(read, Read::More) || self.upgraded;
+                            self.upgraded = false;
                             if n > 0 {
                                 last_read = Instant::now();
                             }
@@ -240,8 +250,8 @@ impl Connection {
     }
 
     /// Read everything the socket (and TLS layer) has ready, feeding the stream as it comes.
-    /// Returns the bytes read and whether the peer closed the connection.
-    async fn read_available(&mut self) -> Result<(usize, bool), End> {
+    /// Returns the bytes read and how the burst ended.
+    async fn read_available(&mut self) -> Result<(usize, Read), End> {
         let mut total = 0;
         let mut buf: Vec<u8> = Vec::new();
         loop {
@@ -249,8 +259,8 @@ impl Connection {
             buf.reserve(READ_CHUNK);
             // A read that would block ends the burst: readiness is awaited without a buffer.
             let read = match self.io.read_buf(&mut buf).now_or_never() {
-                None => return Ok((total, false)),
-                Some(Ok(0)) => return Ok((total, true)),
+                None => return Ok((total, Read::Drained)),
+                Some(Ok(0)) => return Ok((total, Read::Eof)),
                 Some(Ok(n)) => n,
                 Some(Err(_)) => return Err(End::Broken),
             };
@@ -261,7 +271,7 @@ impl Connection {
             }
             if total >= READ_CHUNK * 16 {
                 // Let the rate limiter and the outbound queue have a turn.
-                return Ok((total, false));
+                return Ok((total, Read::More));
             }
         }
     }
@@ -375,6 +385,7 @@ impl Connection {
                 let cb = channel_binding(tls.get_ref().1, &self.ctx.tls);
                 self.io = Transport::Tls(Box::new(tls));
                 self.stream.tls_established(cb);
+                self.upgraded = true;
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -419,6 +430,20 @@ impl Connection {
         }
         result.err().map(|_| End::Broken)
     }
+}
+
+/// How a read burst ended.
+enum Read {
+    /// The socket would block: wait for readiness.
+    Drained,
+    /// Stopped early with bytes possibly left: read again before waiting.
+    More,
+    /// The peer closed the connection.
+    Eof,
+}
+
+async fn readable(io: &Transport, now: bool) -> std::io::Result<()> {
+    if now { Ok(()) } else { io.readable().await }
 }
 
 async fn recv(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
