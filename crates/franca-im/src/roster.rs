@@ -48,6 +48,23 @@ impl Module for Roster {
         ]
     }
 
+    /// A deleted account cancels every subscription, as if the user removed each item (§2.5),
+    /// so contacts' rosters do not keep a subscription to an account that no longer exists.
+    async fn user_removed(&self, server: &Arc<Server>, user: &BareJid) {
+        let items = match server.store.roster(user.as_str()).await {
+            Ok((_, items)) => items,
+            Err(e) => {
+                tracing::warn!(%user, "cannot read the roster of a removed account: {e}");
+                return;
+            }
+        };
+        for item in items {
+            if let Err(e) = remove(server, user, item).await {
+                tracing::warn!(%user, "cannot cancel a subscription of a removed account: {e:?}");
+            }
+        }
+    }
+
     async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest<'_>) -> IqResult {
         // §2.3.3: only the account itself may read or change its roster.
         if !req.from_self() {
@@ -609,6 +626,25 @@ mod tests {
                 .await
                 .expect("item")
                 .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn removed_account_cancels_its_subscriptions() {
+        let (env, _j, mut r) = lovers().await;
+        let juliet = BareJid::new(J).expect("jid");
+        env.server.remove_user(&juliet).await.expect("remove");
+        assert!(!env.server.store.user_exists(J).await.expect("exists"));
+        let item = env.server.store.roster_item(R, J).await.expect("item");
+        assert_eq!(item.map(|i| i.subscription), Some(Subscription::None));
+        let seen = r.recv().join("\n");
+        assert!(
+            seen.contains("type='unsubscribed' from='juliet@localhost'"),
+            "{seen}"
+        );
+        assert!(
+            seen.contains("type='unsubscribe' from='juliet@localhost'"),
+            "{seen}"
         );
     }
 
