@@ -97,7 +97,8 @@ pub struct LimitsConfig {
     pub lockout_seconds: u64,
     /// Seconds to complete stream negotiation (TLS, SASL, bind).
     pub negotiation_timeout_seconds: u64,
-    /// Seconds of silence after which the server pings (whitespace) and then closes.
+    /// Seconds of silence after which the server pings the client (XEP-0199); without an answer
+    /// within a minute (or this long, if shorter) the stream is closed.
     pub idle_timeout_seconds: u64,
 }
 

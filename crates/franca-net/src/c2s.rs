@@ -44,6 +44,9 @@ pub struct C2sContext {
 
 /// Bytes read per system call; the buffer exists only while data is flowing.
 const READ_CHUNK: usize = 4096;
+/// Longest time a client has to answer the idle ping before the stream is closed (shorter when
+/// the idle timeout itself is shorter).
+const PING_GRACE: Duration = Duration::from_secs(60);
 /// Most bytes written per batch drained from the outbound queue.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -186,16 +189,18 @@ impl Connection {
         let idle = Duration::from_secs(limits.idle_timeout_seconds.max(1));
         let mut shutdown = self.ctx.shutdown.clone();
         let mut last_read = Instant::now();
+        // When the idle ping went out (XEP-0199 §4.2); any bytes from the client answer it.
+        let mut pinged: Option<Instant> = None;
         let mut paused_until: Option<Instant> = None;
         // The TLS layer can hold decrypted bytes the socket no longer signals (read along with
         // the handshake, or left after a burst was cut short), so after those moments the
         // stream is drained before waiting on socket readiness again.
         let mut drain = matches!(self.io, Transport::Tls(_));
         loop {
-            let deadline = if self.stream.is_established() {
-                last_read + idle
-            } else {
-                negotiation_deadline
+            let deadline = match (self.stream.is_established(), pinged) {
+                (true, Some(sent)) => sent + idle.min(PING_GRACE),
+                (true, None) => last_read + idle,
+                (false, _) => negotiation_deadline,
             };
             let end = tokio::select! {
                 biased;
@@ -220,6 +225,7 @@ impl Connection {
                             self.upgraded = false;
                             if n > 0 {
                                 last_read = Instant::now();
+                                pinged = None;
                             }
                             if let Some(pause) = self.rate.consume(n) {
                                 paused_until = Some(Instant::now() + pause);
@@ -231,13 +237,20 @@ impl Connection {
                     Err(_) => Some(End::Broken),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    let text = if self.stream.is_established() {
-                        "idle for too long"
+                    if self.stream.is_established() && pinged.is_none() {
+                        // Silent for `idle`: ask before hanging up, as a client behind a NAT
+                        // may just be quiet. An answer (any bytes) resets the clock.
+                        pinged = Some(Instant::now());
+                        self.ping().await
                     } else {
-                        "stream negotiation took too long"
-                    };
-                    self.stream.fail(StreamError::ConnectionTimeout, Some(text));
-                    self.pump(&mut &[][..]).await
+                        let text = if self.stream.is_established() {
+                            "no answer to the idle ping"
+                        } else {
+                            "stream negotiation took too long"
+                        };
+                        self.stream.fail(StreamError::ConnectionTimeout, Some(text));
+                        self.pump(&mut &[][..]).await
+                    }
                 }
             };
             if let Some(end) = end {
@@ -394,6 +407,21 @@ impl Connection {
             }
             Err(_) => Err(End::Broken),
         }
+    }
+
+    /// XEP-0199 §4.2 server-to-client ping on an idle session.
+    async fn ping(&mut self) -> Option<End> {
+        let Some(session) = &self.session else {
+            return None;
+        };
+        let ping = Element::new("iq", franca_proto::ns::NS_CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", "franca-idle-ping")
+            .with_attr("from", session.jid.domain().as_str())
+            .with_attr("to", session.jid.as_str())
+            .with_child(Element::new("ping", franca_proto::ns::NS_PING));
+        self.stream.send_element(&ping);
+        self.pump(&mut &[][..]).await
     }
 
     async fn outbound(&mut self, first: Outbound) -> Option<End> {
