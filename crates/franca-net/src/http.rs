@@ -81,9 +81,7 @@ pub async fn serve(
     metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!("HTTP (health, metrics) listening on {addr}");
-    }
+    // The caller logs the address with the other listeners.
     axum::serve(listener, router(server, metrics))
         .with_graceful_shutdown(shutdown)
         .await
