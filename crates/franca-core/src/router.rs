@@ -153,10 +153,8 @@ impl Server {
             (Kind::Presence, Err(_)) => {
                 // §8.5.2.1.2 (presence to the bare JID): every available resource.
                 let xml = serialise(&stanza);
-                for s in self.sessions.resources(&bare) {
-                    if s.presence().available {
-                        s.send_xml(xml.clone());
-                    }
+                for s in self.sessions.available(&bare) {
+                    s.send_xml(xml.clone());
                 }
             }
             (Kind::Iq, Err(_)) => {

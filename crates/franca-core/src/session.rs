@@ -203,6 +203,14 @@ impl Sessions {
         map.get(bare).cloned().unwrap_or_default()
     }
 
+    /// The sessions of an account that sent initial presence (RFC 6121 §4.2) and not yet
+    /// unavailable: the ones presence broadcasts reach.
+    pub fn available(&self, bare: &BareJid) -> Vec<Arc<Session>> {
+        let mut list = self.resources(bare);
+        list.retain(|s| s.presence().available);
+        list
+    }
+
     pub fn all(&self) -> Vec<Arc<Session>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {

@@ -242,19 +242,10 @@ async fn presence_audience(
     out
 }
 
-fn available_sessions(server: &Server, user: &BareJid) -> Vec<Arc<Session>> {
-    server
-        .sessions
-        .resources(user)
-        .into_iter()
-        .filter(|s| s.presence().available)
-        .collect()
-}
-
 /// XEP-0191 "User Blocks Contact": the newly blocked contacts that could see the user's presence
 /// get `unavailable` from each available resource, so that the user appears offline to them.
 async fn send_unavailable(server: &Arc<Server>, user: &BareJid, blocked: &[Jid]) {
-    let sessions = available_sessions(server, user);
+    let sessions = server.sessions.available(user);
     if sessions.is_empty() || blocked.is_empty() {
         return;
     }
@@ -282,7 +273,7 @@ async fn send_unavailable(server: &Arc<Server>, user: &BareJid, blocked: &[Jid])
 /// its current presence again, and the contacts the user is subscribed to are probed, since their
 /// presence was dropped while they were blocked.
 async fn send_current(server: &Arc<Server>, user: &BareJid, unblocked: &[Jid]) {
-    let sessions = available_sessions(server, user);
+    let sessions = server.sessions.available(user);
     if sessions.is_empty() || unblocked.is_empty() {
         return;
     }

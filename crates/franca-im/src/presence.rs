@@ -784,15 +784,6 @@ async fn probe(server: &Arc<Server>, owner: &BareJid, stanza: &Element) {
     }
 }
 
-fn available_sessions(server: &Server, user: &BareJid) -> Vec<Arc<Session>> {
-    server
-        .sessions
-        .resources(user)
-        .into_iter()
-        .filter(|s| s.presence().available)
-        .collect()
-}
-
 fn deliver(sessions: &[Arc<Session>], stanza: &Element) {
     for s in sessions {
         s.send(stanza);
@@ -864,7 +855,7 @@ async fn subscription_in(server: &Arc<Server>, owner: &BareJid, stanza: &mut Ele
                         tracing::error!(%owner, "storage error keeping a request: {e}");
                         return;
                     }
-                    deliver(&available_sessions(server, owner), stanza);
+                    deliver(&server.sessions.available(owner), stanza);
                 }
             }
         }
