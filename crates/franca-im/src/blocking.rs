@@ -531,7 +531,7 @@ impl Module for Blocking {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disco::testing::{Client, server};
+    use crate::testing::{Client, server};
     use franca_store::RosterItem;
 
     async fn blocking_server() -> Arc<Server> {

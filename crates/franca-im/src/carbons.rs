@@ -203,7 +203,7 @@ impl Module for Carbons {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disco::testing::{Client, server};
+    use crate::testing::{Client, server};
 
     async fn carbons_on(client: &mut Client) {
         client
@@ -394,7 +394,7 @@ mod tests {
 
     #[test]
     fn xep0280_messages_eligible_for_carbons_delivery() {
-        use crate::disco::testing::xml;
+        use crate::testing::xml;
         let user = BareJid::new("romeo@localhost").expect("jid");
         let cases = [
             (

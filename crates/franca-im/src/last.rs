@@ -128,7 +128,7 @@ impl Module for Last {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disco::testing::{Client, server};
+    use crate::testing::{Client, server};
     use franca_proto::ns::NS_CLIENT;
     use franca_store::RosterItem;
 

@@ -12,6 +12,8 @@ pub mod ping;
 pub mod presence;
 pub mod register;
 pub mod roster;
+#[cfg(test)]
+mod testing;
 pub mod time;
 pub mod vcard;
 pub mod version;

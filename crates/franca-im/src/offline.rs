@@ -178,7 +178,7 @@ impl Module for Offline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disco::testing::{Client, server, server_with, xml};
+    use crate::testing::{Client, server, server_with, xml};
     use franca_core::Config;
 
     async fn stamps(server: &Server, user: &str) -> Vec<String> {

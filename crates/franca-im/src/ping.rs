@@ -38,7 +38,7 @@ impl Module for Ping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disco::testing::{Client, server};
+    use crate::testing::{Client, server};
 
     #[tokio::test]
     async fn xep0199_client_to_server_ping() {

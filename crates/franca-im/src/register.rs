@@ -419,7 +419,7 @@ impl Module for Register {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disco::testing::{Client, normalise, server, server_with, xml};
+    use crate::testing::{Client, normalise, server, server_with, xml};
     use franca_core::session::Outbound;
     use franca_proto::errors::StreamError;
     use franca_proto::sasl::derive_keys;
@@ -570,7 +570,7 @@ mod tests {
         assert!(got.contains("<not-authorized "), "{got}");
         assert_eq!(
             server.store.list_users(None).await.expect("users").len(),
-            crate::disco::testing::USERS.len()
+            crate::testing::USERS.len()
         );
     }
 

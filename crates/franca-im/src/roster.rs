@@ -357,7 +357,7 @@ pub async fn push_removed(server: &Arc<Server>, user: &BareJid, contact: &str, v
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::presence::testkit::{Env, J, JB, R, RO, lovers, push};
+    use crate::testing::roster_kit::{Env, J, JB, R, RO, lovers, push};
 
     const SET_NURSE: &str = "<iq type='set' id='s1'><query xmlns='jabber:iq:roster'>\
                              <item jid='nurse@localhost' name='Nurse'><group>Servants</group>\

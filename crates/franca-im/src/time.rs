@@ -42,7 +42,7 @@ impl Module for Time {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disco::testing::{Client, server, xml};
+    use crate::testing::{Client, server, xml};
 
     #[test]
     fn xep0202_payload_is_utc_with_zero_offset() {

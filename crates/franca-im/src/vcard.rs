@@ -82,7 +82,7 @@ impl Module for VCard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disco::testing::{Client, server};
+    use crate::testing::{Client, server};
 
     const VCARD: &str =
         "<vCard xmlns='vcard-temp'><FN>Juliet Capulet</FN><NICKNAME>JC</NICKNAME></vCard>";

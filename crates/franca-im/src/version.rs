@@ -43,7 +43,7 @@ impl Module for Version {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disco::testing::{Client, server};
+    use crate::testing::{Client, server};
 
     #[tokio::test]
     async fn xep0092_server_reports_name_and_version_without_os() {
