@@ -250,8 +250,8 @@ pub(crate) async fn has_room(
     server: &Server,
     user: &BareJid,
 ) -> Result<bool, franca_store::StoreError> {
-    let (_, items) = server.store.roster(user.as_str()).await?;
-    Ok(items.len() < MAX_ITEMS)
+    let count = server.store.roster_count(user.as_str()).await?;
+    Ok((count as usize) < MAX_ITEMS)
 }
 
 /// §2.5.2: cancel the subscriptions in both directions as the item's state requires, then

@@ -245,6 +245,11 @@ async fn roster(store: &dyn Store) {
     assert_eq!(ok!(store.roster_item(u, &full.jid)), Some(full.clone()));
     let (v, items) = ok!(store.roster(u));
     assert_eq!(v, v2, "roster() reports the version of the last change");
+    assert_eq!(
+        ok!(store.roster_count(u)),
+        2,
+        "roster_count counts hidden items too"
+    );
     assert_eq!(sorted(items), [full.clone(), plain.clone()]);
 
     // Update in place: fields cleared, groups replaced (not merged).

@@ -72,6 +72,9 @@ pub trait Store: Send + Sync + 'static {
     /// (version, all items including hidden ones).
     async fn roster(&self, user: &str) -> Result<(i64, Vec<RosterItem>)>;
     async fn roster_item(&self, user: &str, contact: &str) -> Result<Option<RosterItem>>;
+    /// Number of items (hidden ones included): the roster size limit is checked with this
+    /// rather than by loading the roster.
+    async fn roster_count(&self, user: &str) -> Result<u32>;
     /// Insert or replace the item; returns the new roster version.
     async fn put_roster_item(&self, user: &str, item: &RosterItem) -> Result<i64>;
     /// Delete the item (no-op if absent); returns the new roster version.

@@ -638,6 +638,16 @@ impl Store for SqlStore {
         tx.commit().await.map_err(db)
     }
 
+    async fn roster_count(&self, user: &str) -> Result<u32> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM roster_items WHERE user_jid = $1")
+                .bind(user)
+                .fetch_one(&self.read)
+                .await
+                .map_err(db)?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
     async fn offline_count(&self, user: &str) -> Result<u32> {
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM offline_messages WHERE user_jid = $1")
