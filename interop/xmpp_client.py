@@ -167,7 +167,6 @@ class Client(slixmpp.ClientXMPP):
         self.messages = EventLog("message")
         self.errors = EventLog("message error")
         self.presences = EventLog("presence")
-        self.iqs = EventLog("iq")
         self.carbons_received = EventLog("carbon received")
         self.carbons_sent = EventLog("carbon sent")
         self.stream_errors = EventLog("stream error")
@@ -211,6 +210,9 @@ class Client(slixmpp.ClientXMPP):
             await self.get_roster(timeout=timeout)
         if presence:
             self.send_presence()
+            # Round trip: the server has processed the initial presence (so this session is
+            # available for messages to the bare JID) before the test goes on.
+            await self.ping_server(timeout=timeout)
 
     def sasl_mechanism(self) -> str | None:
         mech = self.plugin["feature_mechanisms"].mech

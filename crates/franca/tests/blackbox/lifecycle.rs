@@ -198,3 +198,36 @@ fn restart_keeps_users_and_certificate() {
     );
     s.assert_serves();
 }
+
+#[test]
+fn storage_backend_is_the_one_requested() {
+    let s = Server::start_default();
+    let pg = std::env::var("FRANCA_TEST_PG_URL").is_ok_and(|u| !u.trim().is_empty());
+    if pg {
+        assert!(s.storage_url.starts_with("postgres"), "{}", s.storage_url);
+        let out = std::process::Command::new("psql")
+            .arg(&s.storage_url)
+            .args([
+                "-tAc",
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            ])
+            .output()
+            .expect("run psql");
+        let n: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        assert!(
+            n > 0,
+            "no tables in the test database {}: {}",
+            s.storage_url,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert!(s.storage_url.starts_with("sqlite://"), "{}", s.storage_url);
+        assert!(
+            s.data_dir.join("franca.db").exists(),
+            "no SQLite database in data_dir"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! `franca-bench`: the load generator and benchmark driver for Franca, side by side with
+//! Prosody and ejabberd (issue 3; method in `../shared/notes/D-perf.md` §4–5).
+//!
+//! It speaks real XMPP over plaintext, STARTTLS or direct TLS with SASL PLAIN or
+//! SCRAM-SHA-1/-256, spreads its sessions over worker processes with distinct source
+//! addresses (127.0.0.x), drives open-loop Poisson arrivals, stamps messages and presences and
+//! keeps HDR histograms, and measures the server's memory (PSS) and CPU from /proc.
+//!
+//! ```text
+//! franca-bench compare --servers franca,prosody,ejabberd --rounds 3 --profile quick --out bench/results
+//! franca-bench compare --servers franca --profile smoke          # what bench/smoke runs
+//! ```
+//!
+//! Layout: `xml` (stream splitter), `sasl`, `tls`, `net` (sockets), `client` + `login` (one
+//! connection and the login transaction), `worker/` (a worker process: sessions, chat,
+//! logins), `pool` (the coordinator's side of the workers), `server` (launch the servers under
+//! test), `scenario/` (M1–M4, M7), `compare` (rounds, medians, ratios), `report` + `svg`.
+
+mod client;
+mod compare;
+mod login;
+mod net;
+mod pool;
+mod procfs;
+mod profile;
+mod proto;
+mod report;
+mod sasl;
+mod scenario;
+mod server;
+mod stats;
+mod svg;
+mod tls;
+mod worker;
+mod xml;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "franca-bench",
+    about = "XMPP load generator: Franca vs Prosody vs ejabberd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run scenarios on one or more servers, interleaved, and write the report.
+    Compare {
+        /// Servers to run, in this order each round.
+        #[arg(long, value_delimiter = ',', default_value = "franca,prosody,ejabberd")]
+        servers: Vec<server::Kind>,
+        /// Scenarios to run, in this order each round.
+        #[arg(long, value_delimiter = ',', default_value = "m1,m1tls,m2,m3,m4,m7")]
+        scenarios: Vec<compare::Scenario>,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, value_enum, default_value = "quick")]
+        profile: profile::Profile,
+        /// Where results.json, report.md and the SVG plots go.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        /// Scratch directory for the servers' data (default: a new one under /tmp).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Load generator processes (each from its own 127.0.0.x).
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// The franca binary.
+        #[arg(long, default_value = "target/release/franca")]
+        franca_bin: PathBuf,
+        /// Pin the servers to this core (`taskset -c`); run franca-bench itself under
+        /// `taskset` on another core.
+        #[arg(long)]
+        server_core: Option<usize>,
+        /// SASL mechanisms in order of preference (the first one every server stores is used).
+        #[arg(long, value_delimiter = ',', default_value = "SCRAM-SHA-1")]
+        mechs: Vec<String>,
+        /// Override the profile's M1 session counts (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        m1_points: Option<Vec<u32>>,
+        /// Override the profile's M4 account count.
+        #[arg(long)]
+        m4_users: Option<u32>,
+        /// Override the profile's M4 roster size.
+        #[arg(long)]
+        m4_contacts: Option<u32>,
+        /// Override the profile's M3 rate ladder (msg/s, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        m3_rates: Option<Vec<f64>>,
+    },
+    /// Internal: one load-generator process (driven over stdin/stdout).
+    #[command(hide = true)]
+    Worker,
+}
+
+fn runtime(multi: bool) -> Result<tokio::runtime::Runtime, String> {
+    let mut b = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|e| format!("runtime: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Cmd::Worker => runtime(false).and_then(|rt| rt.block_on(worker::main())),
+        Cmd::Compare {
+            servers,
+            scenarios,
+            rounds,
+            profile,
+            out,
+            work_dir,
+            workers,
+            franca_bin,
+            server_core,
+            mechs,
+            m1_points,
+            m4_users,
+            m4_contacts,
+            m3_rates,
+        } => {
+            let mut sizes = profile.sizes();
+            if let Some(p) = m1_points {
+                sizes.m1.points = p;
+            }
+            if let Some(u) = m4_users {
+                sizes.m4.users = u;
+            }
+            if let Some(c) = m4_contacts {
+                sizes.m4.contacts = c;
+            }
+            if let Some(r) = m3_rates {
+                sizes.m3.rates = r;
+            }
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let keep = work_dir.is_some();
+            let work_dir = work_dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("franca-bench-{}", std::process::id()))
+            });
+            let franca_bin = std::fs::canonicalize(&franca_bin).unwrap_or(franca_bin);
+            let opts = compare::Options {
+                servers,
+                rounds,
+                sizes: sizes.clone(),
+                scenarios,
+                work_dir: work_dir.clone(),
+                workers,
+                franca_bin,
+                server_core,
+                mechs,
+            };
+            runtime(true).and_then(|rt| {
+                rt.block_on(async {
+                    net::raise_nofile();
+                    let results = compare::run(&opts).await?;
+                    let md = report::write_all(
+                        &out,
+                        &results,
+                        &sizes,
+                        &command,
+                        &format!("{profile:?}"),
+                    )?;
+                    println!("{md}");
+                    if !keep {
+                        let _ = std::fs::remove_dir_all(&work_dir);
+                    }
+                    let errs = compare::errors(&results);
+                    if errs.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("{} scenario run(s) failed", errs.len()))
+                    }
+                })
+            })
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("franca-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

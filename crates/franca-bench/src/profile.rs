@@ -1,0 +1,130 @@
+//! Run sizes: `smoke` (CI: tiny N, each scenario once, seconds), `quick` (minutes per server),
+//! `full` (notes D-perf §4 as written: 10k/19k sessions, 60 s windows).
+
+use crate::scenario::{m1, m2, m3, m4};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    Smoke,
+    Quick,
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub m1: m1::Params,
+    pub m2: m2::Params,
+    pub m3: m3::Params,
+    pub m4: m4::Params,
+    pub m7_runs: usize,
+}
+
+fn doubling(from: f64, to: f64) -> Vec<f64> {
+    let mut v = Vec::new();
+    let mut r = from;
+    while r <= to {
+        v.push(r);
+        r *= 2.0;
+    }
+    v
+}
+
+impl Profile {
+    pub fn sizes(self) -> Sizes {
+        match self {
+            Profile::Smoke => Sizes {
+                m1: m1::Params {
+                    points: vec![10, 20],
+                    rate: 100.0,
+                    settle_s: 0.5,
+                },
+                m2: m2::Params {
+                    rates: vec![20.0, 40.0],
+                    secs: 1.5,
+                    hold_s: 0.3,
+                    users: 20,
+                },
+                m3: m3::Params {
+                    users: 20,
+                    fixed_rate: 100.0,
+                    secs: 1.5,
+                    rates: vec![200.0],
+                    body: 64,
+                    login_rate: 200.0,
+                },
+                m4: m4::Params {
+                    users: 12,
+                    contacts: 4,
+                    rate: 50.0,
+                },
+                m7_runs: 1,
+            },
+            Profile::Quick => Sizes {
+                m1: m1::Params {
+                    points: vec![2000, 5000],
+                    rate: 400.0,
+                    settle_s: 15.0,
+                },
+                m2: m2::Params {
+                    rates: doubling(100.0, 12800.0),
+                    secs: 10.0,
+                    hold_s: 1.0,
+                    users: 5000,
+                },
+                m3: m3::Params {
+                    users: 1000,
+                    fixed_rate: 1000.0,
+                    secs: 10.0,
+                    rates: vec![
+                        2000.0, 5000.0, 10000.0, 20000.0, 50000.0, 100000.0, 200000.0,
+                    ],
+                    body: 64,
+                    login_rate: 400.0,
+                },
+                m4: m4::Params {
+                    users: 1000,
+                    contacts: 100,
+                    rate: 200.0,
+                },
+                m7_runs: 3,
+            },
+            Profile::Full => Sizes {
+                m1: m1::Params {
+                    points: vec![10000, 19000],
+                    rate: 400.0,
+                    settle_s: 60.0,
+                },
+                m2: m2::Params {
+                    rates: doubling(50.0, 12800.0),
+                    secs: 60.0,
+                    hold_s: 1.0,
+                    users: 19000,
+                },
+                m3: m3::Params {
+                    users: 1000,
+                    fixed_rate: 1000.0,
+                    secs: 60.0,
+                    rates: vec![
+                        2000.0, 5000.0, 10000.0, 20000.0, 50000.0, 100000.0, 200000.0,
+                    ],
+                    body: 64,
+                    login_rate: 400.0,
+                },
+                m4: m4::Params {
+                    users: 1000,
+                    contacts: 100,
+                    rate: 200.0,
+                },
+                m7_runs: 5,
+            },
+        }
+    }
+}
+
+impl Sizes {
+    /// Accounts without rosters that the scenarios need.
+    pub fn plain_users(&self) -> u32 {
+        let m1 = self.m1.points.iter().copied().max().unwrap_or(0);
+        m1.max(self.m2.users).max(self.m3.users)
+    }
+}
