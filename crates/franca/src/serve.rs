@@ -10,10 +10,16 @@ use franca_xml::Limits;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
     init_logging();
+    // Installed first, so a SIGTERM during start-up is a clean shutdown, not the default kill.
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot listen for SIGINT: {e}"))?;
     match &config_path {
         Some(p) => tracing::info!("configuration: {}", p.display()),
         None => tracing::info!("no configuration file: zero-config defaults"),
@@ -146,7 +152,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
         Err(e) => tracing::warn!("cannot count accounts: {e}"),
     }
 
-    wait_for_signal().await;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
     tracing::info!("shutting down: closing every stream with <system-shutdown/>");
     let _ = shutdown_tx.send(true);
     // Give streams a moment to close and their sessions to run their last hooks (unavailable
@@ -175,20 +184,4 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

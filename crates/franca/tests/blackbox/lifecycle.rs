@@ -231,3 +231,34 @@ fn storage_backend_is_the_one_requested() {
         );
     }
 }
+
+/// RFC 6120 §4.6.1 / XEP-0199 §4.2: a silent session is pinged, and closed with
+/// `<connection-timeout/>` when the ping goes unanswered; an answer keeps it open.
+#[test]
+fn idle_session_is_pinged_then_timed_out() {
+    let mut s = Server::start_with(Options::default().limit("idle_timeout_seconds", 1));
+    let mut quiet = s.login(ALICE, "quiet");
+    let mut answering = s.login(BOB, "answering");
+    let ping = answering.wait("the idle ping", 10, |t| t.contains("urn:xmpp:ping"));
+    assert!(
+        ping.contains("type='get'") || ping.contains("type=\"get\""),
+        "{ping}"
+    );
+    answering.send("<iq type='result' id='franca-idle-ping' to='localhost'/>");
+    let (cond, _) = quiet.expect_stream_error(15);
+    assert_eq!(cond, "connection-timeout");
+    // The session that answered is still served.
+    answering.ping("still-here");
+    s.assert_serves();
+}
+
+/// RFC 6120 §4.6.1: an unauthenticated stream that never finishes negotiating is closed.
+#[test]
+fn stalled_negotiation_times_out() {
+    let mut s = Server::start_with(Options::default().limit("negotiation_timeout_seconds", 1));
+    let mut c = Conn::connect(s.c2s, &s.cert_pem());
+    c.open_stream();
+    let (cond, _) = c.expect_stream_error(15);
+    assert_eq!(cond, "connection-timeout");
+    s.assert_serves();
+}
