@@ -47,6 +47,8 @@ pub struct Options {
     pub franca_bin: PathBuf,
     pub server_core: Option<usize>,
     pub mechs: Vec<String>,
+    /// Put in front of the franca command (e.g. `valgrind --tool=dhat`).
+    pub franca_wrap: Vec<String>,
 }
 
 /// All rounds of all servers.
@@ -83,7 +85,8 @@ pub async fn run(o: &Options) -> Result<Results, String> {
     let sizes = &o.sizes;
     let mut envs = Vec::new();
     for &kind in &o.servers {
-        let server = ServerDir::prepare(kind, &o.work_dir, &o.franca_bin, o.server_core)?;
+        let mut server = ServerDir::prepare(kind, &o.work_dir, &o.franca_bin, o.server_core)?;
+        server.wrap.clone_from(&o.franca_wrap);
         let env = Env {
             server,
             mechs: o.mechs.clone(),

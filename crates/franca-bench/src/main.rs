@@ -49,6 +49,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing would only obscure the CLI
 enum Cmd {
     /// Run scenarios on one or more servers, interleaved, and write the report.
     Compare {
@@ -93,6 +94,9 @@ enum Cmd {
         /// Override the profile's M3 rate ladder (msg/s, comma-separated).
         #[arg(long, value_delimiter = ',')]
         m3_rates: Option<Vec<f64>>,
+        /// Run franca under this command (profiling), e.g. "valgrind --tool=dhat".
+        #[arg(long)]
+        franca_wrap: Option<String>,
     },
     /// Internal: one load-generator process (driven over stdin/stdout).
     #[command(hide = true)]
@@ -106,6 +110,21 @@ fn runtime(multi: bool) -> Result<tokio::runtime::Runtime, String> {
         tokio::runtime::Builder::new_current_thread()
     };
     b.enable_all().build().map_err(|e| format!("runtime: {e}"))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut i), Ok(mut t)) => tokio::select! {
+            _ = i.recv() => "SIGINT",
+            _ = t.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 fn main() -> ExitCode {
@@ -127,6 +146,7 @@ fn main() -> ExitCode {
             m4_users,
             m4_contacts,
             m3_rates,
+            franca_wrap,
         } => {
             let mut sizes = profile.sizes();
             if let Some(p) = m1_points {
@@ -157,11 +177,20 @@ fn main() -> ExitCode {
                 franca_bin,
                 server_core,
                 mechs,
+                franca_wrap: franca_wrap
+                    .map(|w| w.split_whitespace().map(str::to_owned).collect())
+                    .unwrap_or_default(),
             };
             runtime(true).and_then(|rt| {
                 rt.block_on(async {
                     net::raise_nofile();
-                    let results = compare::run(&opts).await?;
+                    let results = tokio::select! {
+                        r = compare::run(&opts) => r?,
+                        s = interrupted() => {
+                            server::stop_all();
+                            return Err(format!("interrupted by {s}; servers stopped"));
+                        }
+                    };
                     let md = report::write_all(
                         &out,
                         &results,

@@ -70,7 +70,8 @@ struct Seen {
 
 impl Pool {
     pub async fn spawn(plan: &Plan) -> Result<Pool, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        // /proc/self/exe still runs this very binary if it was rebuilt (replaced) meanwhile.
+        let exe = PathBuf::from("/proc/self/exe");
         let (tx, rx) = mpsc::unbounded_channel();
         let mut children = Vec::new();
         for spec in plan.specs() {

@@ -63,7 +63,7 @@ impl Profile {
                 m1: m1::Params {
                     points: vec![2000, 5000],
                     rate: 400.0,
-                    settle_s: 15.0,
+                    settle_s: 10.0,
                 },
                 m2: m2::Params {
                     rates: doubling(100.0, 12800.0),
@@ -82,9 +82,9 @@ impl Profile {
                     login_rate: 400.0,
                 },
                 m4: m4::Params {
-                    users: 1000,
+                    users: 200,
                     contacts: 100,
-                    rate: 200.0,
+                    rate: 100.0,
                 },
                 m7_runs: 3,
             },

@@ -53,6 +53,19 @@ pub struct ServerDir {
     pub franca_bin: PathBuf,
     /// Core to pin the server to (`taskset -c`), if any.
     pub core: Option<usize>,
+    /// A command put in front of the franca binary (profiling: `valgrind --tool=dhat …`).
+    pub wrap: Vec<String>,
+}
+
+/// Process groups of the servers running now, for [`stop_all`] on SIGINT/SIGTERM.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills every server this process started and has not stopped yet (by its process group).
+pub fn stop_all() {
+    let pids = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
+    for pid in pids {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
 }
 
 /// A running server.
@@ -109,6 +122,7 @@ impl ServerDir {
             tls: free_port()?,
             franca_bin: franca_bin.to_owned(),
             core,
+            wrap: Vec::new(),
         };
         self_signed(&dir)?;
         let d = dir.display();
@@ -240,6 +254,9 @@ impl ServerDir {
     /// Starts the server (own process group, pinned when asked). Not yet ready.
     pub fn start(&self) -> Result<Running, String> {
         let mut argv = self.command();
+        if self.kind == Kind::Franca {
+            argv.splice(0..0, self.wrap.iter().cloned());
+        }
         if let Some(core) = self.core {
             argv.splice(
                 0..0,
@@ -259,6 +276,7 @@ impl ServerDir {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", argv[0]))?;
         let pid = child.id().ok_or("server exited at once")?;
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
         Ok(Running {
             kind: self.kind,
             pid,
@@ -294,6 +312,10 @@ impl Running {
     /// SIGTERM to the process group we started, SIGKILL after 20 s.
     pub async fn stop(mut self) {
         let pg = Pid::from_raw(self.pid as i32);
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != self.pid);
         let _ = killpg(pg, Signal::SIGTERM);
         if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await

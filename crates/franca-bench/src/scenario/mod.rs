@@ -7,10 +7,11 @@ pub mod m2;
 pub mod m3;
 pub mod m4;
 pub mod m7;
+pub mod rosters;
 
 use crate::pool::{Plan, Pool};
 use crate::proto::{Command, Security, StepResult};
-use crate::server::{Running, ServerDir};
+use crate::server::{DOMAIN, Kind, Running, ServerDir};
 use std::time::{Duration, Instant};
 
 /// Accounts without rosters (M1–M3).
@@ -76,7 +77,8 @@ pub fn login_upto(pool: &Pool, n: u32, rate: f64, stamp: bool) -> Vec<Command> {
 }
 
 /// Registers `{prefix}1..=n` (idempotent) and fills the SCRAM cache; with `contacts`, also
-/// builds the ring rosters (mutual `both` subscriptions) through the protocol.
+/// builds the ring rosters (mutual `both` subscriptions): through the protocol, except for
+/// Prosody, whose roster files are written while it is stopped ([`rosters`]).
 pub async fn provision(env: &Env, prefix: &str, n: u32, contacts: u32) -> Result<(), String> {
     eprintln!(
         "  provisioning {n} accounts {prefix}1..{prefix}{n} on {}",
@@ -95,7 +97,7 @@ pub async fn provision(env: &Env, prefix: &str, n: u32, contacts: u32) -> Result
                 res.first_error.unwrap_or_default()
             ));
         }
-        if contacts > 0 {
+        if contacts > 0 && env.server.kind != Kind::Prosody {
             let cmds = login_upto(&pool, n, 500.0, false);
             let res = pool.step_each("roster login", &cmds).await?;
             check_errors("roster login", &crate::worker::merge(&res))?;
@@ -122,7 +124,11 @@ pub async fn provision(env: &Env, prefix: &str, n: u32, contacts: u32) -> Result
     }
     .await;
     server.stop().await;
-    r
+    r?;
+    if contacts > 0 && env.server.kind == Kind::Prosody {
+        rosters::write_prosody(&env.server.dir.join("data"), DOMAIN, prefix, n, contacts)?;
+    }
+    Ok(())
 }
 
 /// Waits, printing what for.
