@@ -221,6 +221,16 @@ pub fn metrics(sizes: &Sizes) -> Vec<Metric> {
         get: Box::new(|o| o.m4.as_ref().map(|r| r.presence.ms(0.99))),
     });
     m.push(Metric {
+        label: "M4 presences delivered (count)".into(),
+        better: "same",
+        get: Box::new(|o| o.m4.as_ref().map(|r| r.received as f64)),
+    });
+    m.push(Metric {
+        label: "M4 duplicate presences (count)".into(),
+        better: "0",
+        get: Box::new(|o| o.m4.as_ref().map(|r| r.duplicates as f64)),
+    });
+    m.push(Metric {
         label: "M4 login p99 during the storm (ms)".into(),
         better: "lower",
         get: Box::new(|o| o.m4.as_ref().map(|r| r.login.ms(0.99))),

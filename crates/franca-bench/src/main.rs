@@ -85,6 +85,9 @@ enum Cmd {
         /// Override the profile's M1 session counts (comma-separated).
         #[arg(long, value_delimiter = ',')]
         m1_points: Option<Vec<u32>>,
+        /// Override the profile's M1 login arrival rate (logins/s).
+        #[arg(long)]
+        m1_rate: Option<f64>,
         /// Override the profile's M4 account count.
         #[arg(long)]
         m4_users: Option<u32>,
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
             server_core,
             mechs,
             m1_points,
+            m1_rate,
             m4_users,
             m4_contacts,
             m3_rates,
@@ -151,6 +155,9 @@ fn main() -> ExitCode {
             let mut sizes = profile.sizes();
             if let Some(p) = m1_points {
                 sizes.m1.points = p;
+            }
+            if let Some(r) = m1_rate {
+                sizes.m1.rate = r;
             }
             if let Some(u) = m4_users {
                 sizes.m4.users = u;

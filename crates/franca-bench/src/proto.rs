@@ -121,6 +121,10 @@ pub struct StepResult {
     /// Stamped stanzas sent and received (messages or presences).
     pub sent: u64,
     pub received: u64,
+    /// Stamped stanzas that arrived more than once at the same session (same sender, same
+    /// stamp): not counted in `received` or the latency.
+    #[serde(default)]
+    pub duplicates: u64,
     /// Delivery latency of stamped stanzas.
     pub latency: Hist,
     /// Login transaction latency.
@@ -142,6 +146,7 @@ impl StepResult {
         }
         self.sent += o.sent;
         self.received += o.received;
+        self.duplicates += o.duplicates;
         self.latency.add(&o.latency);
         self.login.add(&o.login);
         self.lag.add(&o.lag);

@@ -19,6 +19,9 @@ pub struct M4 {
     pub presence: Hist,
     pub login: Hist,
     pub received: u64,
+    /// Presences delivered twice to the same session (same sender and stamp).
+    #[serde(default)]
+    pub duplicates: u64,
     pub storm_s: f64,
     pub server_cpu_s: f64,
     pub errors: u64,
@@ -55,6 +58,7 @@ pub async fn run(env: &Env, security: Security, p: &Params) -> Result<M4, String
             contacts: p.contacts,
             rate: p.rate,
             received: storm.received + tail.received,
+            duplicates: storm.duplicates + tail.duplicates,
             presence,
             login: storm.login,
             storm_s,
@@ -62,8 +66,9 @@ pub async fn run(env: &Env, security: Security, p: &Params) -> Result<M4, String
             errors: storm.errors + tail.errors,
         };
         eprintln!(
-            "  M4: {} presences, {}; logins {}; storm {:.1} s, server CPU {:.2} s",
+            "  M4: {} presences ({} duplicates), {}; logins {}; storm {:.1} s, server CPU {:.2} s",
             out.received,
+            out.duplicates,
             out.presence.summary(),
             out.login.summary(),
             out.storm_s,

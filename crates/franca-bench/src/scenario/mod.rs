@@ -41,13 +41,47 @@ impl Env {
         }
     }
 
-    /// Starts the server and waits for its port.
+    /// Starts the server, waits for its port, for stream features that offer SASL (ejabberd
+    /// opens the port seconds before it serves logins), then for it to go quiet (under 3 % of
+    /// a core over half a second, at most 30 s): ejabberd keeps booting after it listens.
     pub async fn start(&self) -> Result<Running, String> {
         let t0 = Instant::now();
         let mut r = self.server.start()?;
+        if let Err(e) = self.ready(&mut r, t0).await {
+            r.stop().await;
+            return Err(e);
+        }
+        let quiet = Instant::now();
+        while quiet.elapsed() < Duration::from_secs(30) {
+            let c0 = crate::procfs::cpu_s(r.pid);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if crate::procfs::cpu_s(r.pid) - c0 < 0.015 {
+                break;
+            }
+        }
+        Ok(r)
+    }
+
+    async fn ready(&self, r: &mut Running, t0: Instant) -> Result<(), String> {
         r.wait_port(self.server.c2s, t0, Duration::from_secs(120))
             .await?;
-        Ok(r)
+        let target = self.server.target(Security::Plain, &self.mechs);
+        let tls = crate::tls::connector()?;
+        loop {
+            let features = async {
+                let mut x = crate::client::Xmpp::connect(&target, None, &tls).await?;
+                let f = x.open(&target.domain).await?;
+                x.close().await;
+                Ok::<_, String>(f)
+            };
+            match tokio::time::timeout(Duration::from_secs(5), features).await {
+                Ok(Ok(f)) if crate::xml::contains(&f, "mechanism") => return Ok(()),
+                _ if t0.elapsed() > Duration::from_secs(120) => {
+                    return Err(format!("{} never offered SASL", self.server.kind.name()));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Me {
 pub struct State {
     requested: HashSet<String>,
     seq: u64,
+    /// (sender, stamp) of stamped presences already counted.
+    seen: HashSet<(Vec<u8>, u64)>,
 }
 
 /// Handles one incoming stanza received at `recv_ns`; appends any reply to `reply`.
@@ -74,8 +76,13 @@ pub fn handle(
                     && stamp >= me.online_ns
                     && stamp >= shared.measure_from_ns.load(Relaxed)
                 {
-                    shared.received.fetch_add(1, Relaxed);
-                    shared.latency_ns(recv_ns.saturating_sub(stamp));
+                    let from = xml::attr(s, "from").unwrap_or_default().to_vec();
+                    if st.seen.insert((from, stamp)) {
+                        shared.received.fetch_add(1, Relaxed);
+                        shared.latency_ns(recv_ns.saturating_sub(stamp));
+                    } else {
+                        shared.duplicates.fetch_add(1, Relaxed);
+                    }
                 }
             }
             Some(b"subscribe") => {

@@ -12,6 +12,7 @@ pub struct Shared {
     pub errors: AtomicU64,
     pub sent: AtomicU64,
     pub received: AtomicU64,
+    pub duplicates: AtomicU64,
     pub up: AtomicU64,
     /// Stamps older than this (ns) are not measured (stale stanzas from an earlier step).
     pub measure_from_ns: AtomicU64,
@@ -54,6 +55,7 @@ impl Shared {
             first_error: lock(&self.first_error).take(),
             sent: self.sent.swap(0, Relaxed),
             received: self.received.swap(0, Relaxed),
+            duplicates: self.duplicates.swap(0, Relaxed),
             latency: std::mem::take(&mut *lock(&self.latency)),
             login: std::mem::take(&mut *lock(&self.login)),
             lag: std::mem::take(&mut *lock(&self.lag)),
