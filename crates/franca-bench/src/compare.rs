@@ -85,8 +85,7 @@ pub async fn run(o: &Options) -> Result<Results, String> {
     let sizes = &o.sizes;
     let mut envs = Vec::new();
     for &kind in &o.servers {
-        let mut server = ServerDir::prepare(kind, &o.work_dir, &o.franca_bin, o.server_core)?;
-        server.wrap.clone_from(&o.franca_wrap);
+        let server = ServerDir::prepare(kind, &o.work_dir, &o.franca_bin, o.server_core)?;
         let env = Env {
             server,
             mechs: o.mechs.clone(),
@@ -111,6 +110,9 @@ pub async fn run(o: &Options) -> Result<Results, String> {
             )
             .await?;
         }
+        // Profiling wrappers apply to the measured runs, not to provisioning.
+        let mut env = env;
+        env.server.wrap.clone_from(&o.franca_wrap);
         envs.push(env);
     }
     let mut results = Results::default();

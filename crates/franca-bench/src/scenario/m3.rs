@@ -109,7 +109,8 @@ pub async fn run(env: &Env, security: Security, p: &Params) -> Result<M3, String
         check_errors("M3 login", &res)?;
         let (fixed, fixed_hist) = step(&mut pool, pid, p.fixed_rate, p).await?;
         let mut steps = Vec::new();
-        let mut best = 0.0;
+        // The fixed-rate step counts as the ladder's first rung.
+        let mut best = if fixed.pass { p.fixed_rate } else { 0.0 };
         for &rate in &p.rates {
             let (s, _) = step(&mut pool, pid, rate, p).await?;
             let pass = s.pass;
