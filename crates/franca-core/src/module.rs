@@ -118,6 +118,10 @@ pub trait Module: Send + Sync + 'static {
     /// The account is being deleted: its sessions are closed and its data is still stored, so a
     /// module can tell contacts; the data is deleted right after every module has run.
     async fn user_removed(&self, _server: &Arc<Server>, _user: &BareJid) {}
+
+    /// The server is stopping: its sessions have closed and storage is still open. A module
+    /// that holds writes back (last activity) stores them here.
+    async fn shutdown(&self, _server: &Arc<Server>) {}
 }
 
 /// One IQ registration: the target it answers for and the module.

@@ -134,10 +134,8 @@ impl Server {
             }
             return;
         }
-        for m in self.modules.iter() {
-            if m.inbound(self, &bare, &mut stanza).await == Flow::Handled {
-                return;
-            }
+        if self.inbound_hooks(&bare, &mut stanza).await == Flow::Handled {
+            return;
         }
         match (kind, to.try_as_full()) {
             (_, Ok(full)) => match self.sessions.get(full) {
@@ -163,6 +161,19 @@ impl Server {
                     .await
             }
         }
+    }
+
+    /// The modules' inbound hooks for a stanza to the local account `to`, as [`Server::route`]
+    /// runs them before delivery. Public for modules that deliver to sessions themselves (the
+    /// presence broadcast picks its recipients per session) and must still pass the filters,
+    /// such as blocking, that every routed stanza passes.
+    pub async fn inbound_hooks(self: &Arc<Self>, to: &BareJid, stanza: &mut Element) -> Flow {
+        for m in self.modules.iter() {
+            if m.inbound(self, to, stanza).await == Flow::Handled {
+                return Flow::Handled;
+            }
+        }
+        Flow::Continue
     }
 
     /// §8.5.3.2: the full JID has no session.

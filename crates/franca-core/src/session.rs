@@ -27,16 +27,41 @@ pub enum Outbound {
     Close(StreamError, Option<String>),
 }
 
+/// The order in which presence changes of all sessions became visible; see
+/// [`next_presence_seq`].
+static PRESENCE_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh presence stamp, greater than every stamp taken before it (never 0).
+///
+/// Take it while holding the session's presence lock, in the critical section that makes the
+/// change visible (`available = true`, a new `last`). Then for two sessions A and B, B's
+/// presence stamped `b` and A's availability stamped `a`: if `b < a`, whoever reads B's state
+/// after A became available sees that presence (or a newer one), and if `a < b`, whoever reads
+/// A's state after `b` was taken sees A available. The presence module relies on this to hand
+/// B's presence to A exactly once: by B's broadcast when `a < b`, by the answer to A's initial
+/// probe when `b < a`. The lock gives the happens-before edges and the counter's single
+/// modification order gives the total order, so `Relaxed` is enough.
+pub fn next_presence_seq() -> u64 {
+    PRESENCE_SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
 /// RFC 6121 presence state of one session.
 #[derive(Debug, Default)]
 pub struct PresenceState {
     /// Sent initial presence and not yet unavailable (RFC 6121 §4.2).
     pub available: bool,
+    /// The [`next_presence_seq`] stamp of the initial presence that made the session
+    /// available; meaningful only while `available`. 0 (older than everything) for sessions
+    /// made available without one.
+    pub available_seq: u64,
     pub priority: i8,
     /// Requested the roster: receives roster pushes and subscription requests (§2.1.6).
     pub interested: bool,
     /// The last available presence broadcast, answered to probes.
     pub last: Option<Element>,
+    /// The [`next_presence_seq`] stamp taken when `last` was set; meaningful only while `last`
+    /// is set.
+    pub last_seq: u64,
     /// Full or bare JIDs that received directed presence (§4.6), told when we go offline.
     pub directed: HashSet<String>,
     /// XEP-0280 carbons enabled.

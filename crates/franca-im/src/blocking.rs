@@ -205,14 +205,18 @@ async fn presence_audience(
             out.push(j.clone());
         }
     };
-    let roster = match server.store.roster(user.as_str()).await {
-        Ok((_, items)) => items,
+    let roster = match server.store.roster_shared(user.as_str()).await {
+        Ok(roster) => roster,
         Err(e) => {
             tracing::error!(%user, "storage error reading roster: {e}");
-            Vec::new()
+            Arc::default()
         }
     };
-    for item in roster.iter().filter(|i| want.contains(&i.subscription)) {
+    for item in roster
+        .items
+        .iter()
+        .filter(|i| want.contains(&i.subscription))
+    {
         let Ok(contact) = Jid::new(&item.jid) else {
             continue;
         };

@@ -8,6 +8,9 @@
 //! sender gets `service-unavailable`, as without offline storage); `<store/>` stores what would
 //! otherwise not be. A message with nothing worth keeping (only chat states, a thread or hints)
 //! is dropped silently, like ejabberd does: bouncing a typing notification helps nobody.
+//!
+//! Most logins find no stored message, so the accounts known to have none are remembered
+//! (`KnownEmpty`) and their logins skip the read.
 
 use franca_core::session::OUTBOUND_QUEUE;
 use franca_core::util::{now_us, xep0082_datetime};
@@ -17,9 +20,86 @@ use franca_proto::ns::{NS_CLIENT, NS_DELAY, NS_HINTS, NS_OFFLINE};
 use franca_store::StoreError;
 use franca_xml::{Element, Event, Limits, NS_STREAMS, StreamReader};
 use jid::BareJid;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 pub struct Offline;
+
+/// Most accounts [`KnownEmpty`] remembers; past it the set starts again empty, which costs a
+/// read at the next login of each, nothing else.
+const MAX_KNOWN_EMPTY: usize = 100_000;
+
+/// Accounts whose offline storage is known to be empty. This holds because only this module
+/// stores offline messages (the `franca user` CLI never does, and removing an account empties
+/// its storage), and it forgets an account before storing a message for it.
+#[derive(Default)]
+struct KnownEmpty {
+    inner: Mutex<KnownEmptyInner>,
+}
+
+#[derive(Default)]
+struct KnownEmptyInner {
+    users: HashSet<String>,
+    /// Counts messages about to be stored. A login that read storage marks its account empty
+    /// only if none was stored meanwhile: that read may have missed it.
+    stores: u64,
+}
+
+impl KnownEmpty {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KnownEmptyInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn contains(&self, user: &str) -> bool {
+        self.lock().users.contains(user)
+    }
+    /// Before storing a message for `user`.
+    fn storing(&self, user: &str) {
+        let mut k = self.lock();
+        k.users.remove(user);
+        k.stores += 1;
+    }
+    /// Read before reading storage, for [`KnownEmpty::mark`].
+    fn stores(&self) -> u64 {
+        self.lock().stores
+    }
+    /// `user`'s storage was empty (or emptied) as of a read that began when
+    /// [`KnownEmpty::stores`] returned `stores`.
+    fn mark(&self, user: &str, stores: u64) {
+        let mut k = self.lock();
+        if k.stores != stores {
+            return;
+        }
+        if k.users.len() >= MAX_KNOWN_EMPTY {
+            k.users.clear();
+        }
+        k.users.insert(user.to_owned());
+    }
+    fn forget(&self, user: &str) {
+        self.lock().users.remove(user);
+    }
+}
+
+/// One [`KnownEmpty`] per [`Server`], keyed by its address, as the blocking module keeps its
+/// cache (the module is a unit struct).
+static KNOWN_EMPTY: RwLock<Vec<(Weak<Server>, Arc<KnownEmpty>)>> = RwLock::new(Vec::new());
+
+fn known_empty(server: &Arc<Server>) -> Arc<KnownEmpty> {
+    let ptr = Arc::as_ptr(server);
+    {
+        let all = KNOWN_EMPTY.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, k)) = all.iter().find(|(w, _)| w.as_ptr() == ptr) {
+            return k.clone();
+        }
+    }
+    let mut all = KNOWN_EMPTY.write().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, k)) = all.iter().find(|(w, _)| w.as_ptr() == ptr) {
+        return k.clone();
+    }
+    all.retain(|(w, _)| w.strong_count() > 0);
+    let k = Arc::new(KnownEmpty::default());
+    all.push((Arc::downgrade(server), k.clone()));
+    k
+}
 
 const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 
@@ -91,6 +171,11 @@ fn decide(message: &Element) -> Decision {
 /// Queue the stored messages to `session`, oldest first, and delete those that were queued.
 async fn deliver(server: &Arc<Server>, session: &Arc<Session>) {
     let user = session.bare();
+    let known = known_empty(server);
+    if known.contains(user.as_str()) {
+        return;
+    }
+    let stores = known.stores();
     let stored = match server.store.offline(user.as_str()).await {
         Ok(m) => m,
         Err(e) => {
@@ -98,6 +183,7 @@ async fn deliver(server: &Arc<Server>, session: &Arc<Session>) {
             return;
         }
     };
+    let total = stored.len();
     let domain = user.domain().as_str();
     let mut done = Vec::new();
     for m in stored.into_iter().take(MAX_PER_DELIVERY) {
@@ -117,11 +203,16 @@ async fn deliver(server: &Arc<Server>, session: &Arc<Session>) {
         done.push(m.id);
     }
     if done.is_empty() {
+        if total == 0 {
+            known.mark(user.as_str(), stores);
+        }
         return;
     }
-    if let Err(e) = server.store.delete_offline(user.as_str(), &done).await {
+    match server.store.delete_offline(user.as_str(), &done).await {
+        Ok(()) if done.len() == total => known.mark(user.as_str(), stores),
+        Ok(()) => {}
         // They were delivered; the worst outcome is that they are delivered again.
-        tracing::error!(%user, "storage error deleting offline messages: {e}");
+        Err(e) => tracing::error!(%user, "storage error deleting offline messages: {e}"),
     }
 }
 
@@ -143,6 +234,7 @@ impl Module for Offline {
         }
         let quota = server.config.offline.max_per_user;
         let xml = stanza.to_xml();
+        known_empty(server).storing(to.as_str());
         match server
             .store
             .push_offline(to.as_str(), now_us(), &xml, quota)
@@ -172,6 +264,12 @@ impl Module for Offline {
         if priority >= 0 {
             deliver(server, session).await;
         }
+    }
+
+    async fn user_removed(&self, server: &Arc<Server>, user: &BareJid) {
+        // Not needed for correctness (a new account under this JID has no messages either);
+        // it keeps the set to accounts that exist.
+        known_empty(server).forget(user.as_str());
     }
 }
 
@@ -230,6 +328,39 @@ mod tests {
                 .expect("count"),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn xep0160_a_login_that_found_nothing_does_not_hide_later_messages() {
+        let server = server(vec![Arc::new(Offline)]).await;
+        let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        // Found nothing: remembered as empty, so the next login skips the read...
+        let juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        assert!(known_empty(&server).contains("juliet@localhost"));
+        server.session_closed(&juliet.session).await;
+        // ...until a message is stored for her.
+        romeo
+            .send("<message to='juliet@localhost' type='chat' id='o1'><body>Hie</body></message>")
+            .await;
+        romeo.silent();
+        assert!(!known_empty(&server).contains("juliet@localhost"));
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        let message = juliet.recv().expect("the stored message");
+        assert_eq!(message.attr("id"), Some("o1"));
+        juliet.silent();
+        // Everything was delivered: empty again.
+        assert!(known_empty(&server).contains("juliet@localhost"));
+    }
+
+    #[test]
+    fn a_store_during_the_read_keeps_the_account_unknown() {
+        let known = KnownEmpty::default();
+        let before = known.stores();
+        known.storing("juliet@localhost");
+        known.mark("juliet@localhost", before);
+        assert!(!known.contains("juliet@localhost"));
+        known.mark("juliet@localhost", known.stores());
+        assert!(known.contains("juliet@localhost"));
     }
 
     #[tokio::test]

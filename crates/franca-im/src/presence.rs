@@ -17,12 +17,13 @@
 //! lives in [`franca_core::session::PresenceState`].
 
 use crate::roster;
+use franca_core::session::{next_presence_seq, serialise};
 use franca_core::{Flow, Module, Server, Session, SessionEvent};
 use franca_proto::errors::{StanzaError, StanzaErrorCondition as Cond};
 use franca_proto::ns::{NS_CLIENT, NS_STREAMS};
 use franca_store::{RosterItem, StoreError, Subscription};
 use franca_xml::{Element, Event, Limits, StreamReader};
-use jid::{BareJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -157,14 +158,33 @@ fn to_contact(item: &RosterItem) -> bool {
 }
 
 /// The whole roster, hidden items included; empty (and logged) when storage fails, since
-/// presence has nobody to tell an error to.
-async fn load_roster(server: &Server, user: &BareJid) -> Vec<RosterItem> {
-    match server.store.roster(user.as_str()).await {
-        Ok((_, items)) => items,
+/// presence has nobody to tell an error to. Shared with the store's roster cache rather than
+/// copied: presence reads it on every presence stanza.
+async fn load_roster(server: &Server, user: &BareJid) -> LoadedRoster {
+    match server.store.roster_shared(user.as_str()).await {
+        Ok(roster) => LoadedRoster(roster),
         Err(e) => {
             tracing::error!(%user, "storage error loading roster for presence: {e}");
-            Vec::new()
+            LoadedRoster(Arc::default())
         }
+    }
+}
+
+/// A roster as presence reads it: the store's shared copy, iterated like a slice of items.
+struct LoadedRoster(Arc<franca_store::Roster>);
+
+impl std::ops::Deref for LoadedRoster {
+    type Target = [RosterItem];
+    fn deref(&self) -> &[RosterItem] {
+        &self.0.items
+    }
+}
+
+impl<'a> IntoIterator for &'a LoadedRoster {
+    type Item = &'a RosterItem;
+    type IntoIter = std::slice::Iter<'a, RosterItem>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.items.iter()
     }
 }
 
@@ -181,27 +201,83 @@ async fn route_to(server: &Arc<Server>, stanza: &Element, to: &str) {
     server.route(copy).await;
 }
 
+tokio::task_local! {
+    /// While a session's initial probes (§4.2.2) are routed: its full JID and `available_seq`.
+    /// A probe of a local contact is answered within that same call, so [`probe`] can tell it
+    /// from a probe the client sent itself (always answered in full) and leave out the
+    /// presences that the contact's broadcast delivers instead (see [`broadcast_to`]).
+    static INITIAL_PROBE: (FullJid, u64);
+}
+
+/// Deliver available presence broadcast by a local session, stamped `seq` when it became the
+/// session's `last`, to `to`: a contact's bare JID or the user's own.
+///
+/// On a local account this is the router's delivery to a bare JID (§8.5.2.1.2: every available
+/// resource, negative priority included) after the same inbound hooks, with one exception
+/// that makes concurrent logins exactly-once: a session that became available after `seq` was
+/// taken is skipped, because the answer to its initial probe (or, for the user's own
+/// resources, the presence of the other resources sent to it) reads this presence or a newer
+/// one. A session available since earlier is never skipped, and the probe answer leaves this
+/// presence out for it (see [`next_presence_seq`] for why the two views agree).
+async fn broadcast_to(server: &Arc<Server>, stanza: &Element, to: &str, seq: u64) {
+    let local = Jid::new(to)
+        .ok()
+        .filter(|j| j.node().is_some() && j.resource().is_none())
+        .filter(|j| server.serves(j.domain().as_str()));
+    let Some(bare) = local.map(|j| j.to_bare()) else {
+        return route_to(server, stanza, to).await;
+    };
+    // Not through the router even when nobody is online: a session could become available
+    // while the router awaits, and the router would not skip it.
+    if !server.account_exists(&bare).await {
+        return; // §8.5.1: presence to no such account is dropped, as the router does
+    }
+    let mut copy = stanza.clone();
+    copy.set_attr("to", bare.as_str());
+    if server.inbound_hooks(&bare, &mut copy).await == Flow::Handled {
+        return;
+    }
+    let xml = serialise(&copy);
+    for s in server.sessions.resources(&bare) {
+        let reaches = {
+            let p = s.presence();
+            p.available && p.available_seq <= seq
+        };
+        if reaches {
+            s.send_xml(xml.clone());
+        }
+    }
+}
+
 /// §4.2 initial presence and §4.4 presence updates.
 async fn available(server: &Arc<Server>, session: &Arc<Session>, stanza: Element) {
     let user = session.bare();
-    let initial = {
+    // Stamped in the critical section that makes the presence (and, when initial, the
+    // availability) visible, as `next_presence_seq` requires. Initial presence has one stamp
+    // for both, so that the session's echo of itself passes `broadcast_to`.
+    let (initial, seq) = {
         let mut p = session.presence();
+        let seq = next_presence_seq();
         let initial = !p.available;
-        p.available = true;
+        if initial {
+            p.available = true;
+            p.available_seq = seq;
+        }
         p.priority = priority(&stanza);
         p.last = Some(stanza.clone());
-        initial
+        p.last_seq = seq;
+        (initial, seq)
     };
     let roster = load_roster(server, &user).await;
     let mut told = HashSet::new();
     // §4.2.2/§4.4.2: every contact subscribed to the user, at its bare JID.
     for item in roster.iter().filter(|i| from_contact(i)) {
-        route_to(server, &stanza, &item.jid).await;
+        broadcast_to(server, &stanza, &item.jid, seq).await;
         told.insert(item.jid.clone());
     }
     // The user's available resources, this one included: an entity is implicitly subscribed
     // to its own presence (§4.2.2).
-    route_to(server, &stanza, user.as_str()).await;
+    broadcast_to(server, &stanza, user.as_str(), seq).await;
     // §4.6: those that got directed presence follow the updates until told otherwise.
     let directed: Vec<String> = session.presence().directed.iter().cloned().collect();
     for to in directed {
@@ -214,21 +290,29 @@ async fn available(server: &Arc<Server>, session: &Arc<Session>, stanza: Element
     }
     // §4.2.2: probe every contact the user is subscribed to, from the full JID so the answers
     // reach this resource only (the others already know).
-    for item in roster.iter().filter(|i| to_contact(i)) {
-        if probe_reachable(server, &item.jid) {
-            let probe = Element::new("presence", NS_CLIENT)
-                .with_attr("type", "probe")
-                .with_attr("from", session.jid.as_str())
-                .with_attr("to", item.jid.clone());
-            server.route(probe).await;
+    let probes = async {
+        for item in roster.iter().filter(|i| to_contact(i)) {
+            if probe_reachable(server, &item.jid) {
+                let probe = Element::new("presence", NS_CLIENT)
+                    .with_attr("type", "probe")
+                    .with_attr("from", session.jid.as_str())
+                    .with_attr("to", item.jid.clone());
+                server.route(probe).await;
+            }
         }
-    }
-    // The presence of the user's other available resources, for the new one.
+    };
+    INITIAL_PROBE
+        .scope((session.jid.clone(), seq), probes)
+        .await;
+    // The presence of the user's other available resources, for the new one: the presences
+    // set before it became available; the later ones reached it by `broadcast_to`.
     for other in server.sessions.resources(&user) {
         if other.id == session.id {
             continue;
         }
-        if let Some(last) = current_presence(&other) {
+        if let Some((last, stamp)) = current_presence(&other)
+            && stamp < seq
+        {
             route_to(server, &last, session.jid.as_str()).await;
         }
     }
@@ -251,16 +335,18 @@ fn probe_reachable(server: &Server, contact: &str) -> bool {
     }
 }
 
-/// The presence a session last broadcast, if it is available.
-fn current_presence(session: &Session) -> Option<Element> {
+/// The presence a session last broadcast, if it is available, with its `last_seq` (read under
+/// the same lock, so the stamp is that presence's).
+fn current_presence(session: &Session) -> Option<(Element, u64)> {
     let p = session.presence();
     if !p.available {
         return None;
     }
     let mut last = p.last.clone()?;
+    let stamp = p.last_seq;
     drop(p);
     last.set_attr("from", session.jid.as_str());
-    Some(last)
+    Some((last, stamp))
 }
 
 /// §4.5 unavailable presence sent by the client.
@@ -571,7 +657,7 @@ pub(crate) fn subscription_stanza(ty: &str, from: &str, to: &str) -> Element {
 /// approving a subscription).
 pub(crate) async fn send_current_presence(server: &Arc<Server>, user: &BareJid, to: &str) {
     for s in server.sessions.resources(user) {
-        if let Some(last) = current_presence(&s) {
+        if let Some((last, _)) = current_presence(&s) {
             route_to(server, &last, to).await;
         }
     }
@@ -768,11 +854,21 @@ async fn probe(server: &Arc<Server>, owner: &BareJid, stanza: &Element) {
             }
         }
     }
+    // The initial probe of a local session (available since `since`) gets only the presences
+    // set before that; each later one is broadcast to it (`broadcast_to`). A probe the client
+    // sent itself is answered in full.
+    let since = INITIAL_PROBE
+        .try_with(|(jid, seq)| (jid.as_str() == from.as_str()).then_some(*seq))
+        .ok()
+        .flatten();
     let mut answered = false;
     for s in server.sessions.resources(owner) {
-        if let Some(last) = current_presence(&s) {
-            route_to(server, &last, from.as_str()).await;
+        if let Some((last, stamp)) = current_presence(&s) {
+            // Available, so not "unavailable" below even when the broadcast is what tells.
             answered = true;
+            if since.is_none_or(|since| stamp < since) {
+                route_to(server, &last, from.as_str()).await;
+            }
         }
     }
     if !answered {
@@ -1466,6 +1562,143 @@ mod tests {
             .await;
         assert!(j.recv().is_empty());
         assert!(roster_of(&env, J).await.is_empty());
+    }
+
+    /// How many available presences from `from` carrying `<status>status</status>` are in `got`.
+    fn available_from(got: &[String], from: &str, status: &str) -> usize {
+        got.iter()
+            .filter_map(|x| parse_stanza(x))
+            .filter(|p| {
+                p.name == "presence"
+                    && p.attr("type").is_none()
+                    && p.attr("from") == Some(from)
+                    && p.child("status", NS_CLIENT).map(Element::text).as_deref() == Some(status)
+            })
+            .count()
+    }
+
+    /// Benchmark M4: contacts, and resources of one account, that send initial presence at the
+    /// same time must each get every other one's available presence exactly once, whether it
+    /// comes as a broadcast or as a probe answer (§4.2.2 requires both paths; only one may
+    /// deliver). Many rounds on two worker threads, so that the storage awaits interleave.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rfc6121_4_2_concurrent_initial_presence_arrives_once() {
+        let (env, j, r) = lovers().await;
+        j.close().await;
+        r.close().await;
+        const HALL: &str = "romeo@localhost/hall";
+        let jids = [JB, RO, HALL];
+        for round in 0..50 {
+            let mut clients = Vec::new();
+            for jid in jids {
+                let mut c = env.bind(jid).await;
+                c.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+                    .await;
+                c.recv();
+                clients.push(c);
+            }
+            let status = format!("round {round}");
+            let tasks: Vec<_> = clients
+                .into_iter()
+                .map(|c| {
+                    let presence = format!("<presence><status>{status}</status></presence>");
+                    tokio::spawn(async move {
+                        c.send(&presence).await;
+                        c
+                    })
+                })
+                .collect();
+            let mut clients = Vec::new();
+            for t in tasks {
+                clients.push(t.await.expect("the login task"));
+            }
+            for c in &mut clients {
+                let me = c.session.jid.to_string();
+                let got = c.recv();
+                // Everyone sees everyone here: Juliet and Romeo are mutual contacts, and an
+                // account is subscribed to its own presence (itself included).
+                for from in jids {
+                    let n = available_from(&got, from, &status);
+                    assert_eq!(n, 1, "{status}: {me} got {from} {n} times: {got:#?}");
+                }
+            }
+            for c in &clients {
+                c.close().await;
+            }
+        }
+    }
+
+    /// Broadcasts to local contacts are delivered per session by the presence module, but
+    /// still pass the inbound hooks: XEP-0191 blocking filters them both ways, and a resource
+    /// with negative priority still gets them (RFC 6121 §4.7.2.3 limits messages only).
+    #[tokio::test]
+    async fn broadcasts_pass_blocking_and_reach_negative_priority() {
+        use crate::testing::{Client, server};
+        let server = server(vec![
+            Arc::new(crate::blocking::Blocking),
+            Arc::new(roster::Roster),
+            Arc::new(Presence),
+        ])
+        .await;
+        const N: &str = "nurse@localhost";
+        for (user, contact) in [(J, R), (R, J), (J, N), (N, J)] {
+            let item = RosterItem {
+                jid: contact.into(),
+                subscription: Subscription::Both,
+                ..RosterItem::default()
+            };
+            server
+                .store
+                .put_roster_item(user, &item)
+                .await
+                .expect("roster item");
+        }
+        let mut j = Client::bind(&server, JB).await;
+        j.send(
+            "<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>\
+             <item jid='romeo@localhost'/></block></iq>",
+        )
+        .await;
+        while j.recv().is_some() {}
+        j.send("<presence/>").await;
+        j.expect("<presence from='juliet@localhost/balcony' to='juliet@localhost'/>");
+        // Probe answers: the nurse is offline; Romeo's answer is dropped like all he sends.
+        j.expect(
+            "<presence type='unavailable' from='nurse@localhost' to='juliet@localhost/balcony'/>",
+        );
+        j.silent();
+
+        // Romeo's broadcast and his probe of Juliet are both refused by her blocklist.
+        let mut r = Client::bind(&server, RO).await;
+        r.send("<presence/>").await;
+        r.expect("<presence from='romeo@localhost/orchard' to='romeo@localhost'/>");
+        r.silent();
+        j.silent();
+
+        // The nurse, with negative priority, is told and hears Juliet (by the probe answer).
+        let mut n = Client::bind(&server, "nurse@localhost/kitchen").await;
+        n.send("<presence><priority>-1</priority></presence>").await;
+        n.expect(
+            "<presence from='nurse@localhost/kitchen' to='nurse@localhost'>\
+             <priority>-1</priority></presence>",
+        );
+        n.expect("<presence from='juliet@localhost/balcony' to='nurse@localhost/kitchen'/>");
+        n.silent();
+        j.expect(
+            "<presence from='nurse@localhost/kitchen' to='juliet@localhost'>\
+             <priority>-1</priority></presence>",
+        );
+        j.silent();
+
+        // Juliet's update: to herself and the nurse, not to Romeo whom she blocks.
+        j.send("<presence><show>away</show></presence>").await;
+        let away = "<presence from='juliet@localhost/balcony' to='{to}'><show>away</show>\
+                    </presence>";
+        j.expect(&away.replace("{to}", J));
+        n.expect(&away.replace("{to}", N));
+        r.silent();
+        j.silent();
+        n.silent();
     }
 
     fn item(sub: Subscription, ask: bool, pending_in: bool, approved: bool) -> RosterItem {

@@ -112,15 +112,19 @@ async fn roster_get(
     if let Some(s) = session {
         s.presence().interested = true;
     }
-    let (version, items) = server.store.roster(user.as_str()).await.map_err(internal)?;
-    let ver = version.to_string();
+    let roster = server
+        .store
+        .roster_shared(user.as_str())
+        .await
+        .map_err(internal)?;
+    let ver = roster.version.to_string();
     if query.attr("ver") == Some(ver.as_str()) {
         return Ok(None);
     }
     let mut result = Element::new("query", NS_ROSTER).with_attr("ver", ver);
     // Hidden items only record a pending-in request; the contact is not in the roster until the
     // user approves or adds it (§3.1.3).
-    for item in items.iter().filter(|i| !i.hidden) {
+    for item in roster.items.iter().filter(|i| !i.hidden) {
         result.push(item_element(item));
     }
     Ok(Some(result))

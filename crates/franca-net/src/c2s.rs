@@ -4,7 +4,9 @@
 //!
 //! Memory per idle session is the scale limit (DESIGN §6), so the read buffer is allocated only
 //! while bytes are being processed and released when the stream holds no partial stanza: an
-//! idle connection waits on socket readiness with no buffer at all.
+//! idle connection waits on socket readiness with no buffer at all. For the same reason the
+//! work done on each wake-up (reading, routing, writing) runs in a boxed future: the task's
+//! own state while it waits stays small, instead of reserving room for the deepest await.
 
 use crate::limits::{ConnectionGuard, LoginLimiter, ReadRate};
 use crate::tls::{Tls, channel_binding};
@@ -47,6 +49,8 @@ const READ_CHUNK: usize = 4096;
 /// Longest time a client has to answer the idle ping before the stream is closed (shorter when
 /// the idle timeout itself is shorter).
 const PING_GRACE: Duration = Duration::from_secs(60);
+/// Write-buffer capacity kept between flushes (a typical chat message fits).
+const OUT_KEEP: usize = 512;
 /// Most bytes written per batch drained from the outbound queue.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -148,7 +152,13 @@ pub async fn serve(
     let limits = &ctx.server.config.limits;
     let negotiation = Duration::from_secs(limits.negotiation_timeout_seconds);
     let (io, cb) = if direct_tls {
-        match tokio::time::timeout(negotiation, ctx.tls.acceptor.accept(tcp)).await {
+        // Boxed: the handshake state is large and must not size the task for its whole life.
+        match Box::pin(tokio::time::timeout(
+            negotiation,
+            ctx.tls.acceptor.accept(tcp),
+        ))
+        .await
+        {
             Ok(Ok(tls)) => {
                 let cb = channel_binding(tls.get_ref().1, &ctx.tls);
                 (Transport::Tls(Box::new(tls)), Some(cb))
@@ -177,7 +187,7 @@ pub async fn serve(
     };
     conn.run().await;
     if let Some(session) = conn.session.take() {
-        conn.ctx.server.session_closed(&session).await;
+        Box::pin(conn.ctx.server.session_closed(&session)).await;
     }
 }
 
@@ -206,10 +216,10 @@ impl Connection {
                 biased;
                 _ = shutdown.changed() => {
                     self.stream.fail(StreamError::SystemShutdown, Some("the server is shutting down"));
-                    self.pump(&mut &[][..]).await
+                    Box::pin(self.pump(&mut &[][..])).await
                 }
                 msg = recv(&mut self.rx) => match msg {
-                    Some(msg) => self.outbound(msg).await,
+                    Some(msg) => Box::pin(self.outbound(msg)).await,
                     None => None,
                 },
                 _ = sleep_until(paused_until) => {
@@ -218,7 +228,7 @@ impl Connection {
                     None
                 }
                 ready = readable(&self.io, drain), if paused_until.is_none() => match ready {
-                    Ok(()) => match self.read_available().await {
+                    Ok(()) => match Box::pin(self.read_available()).await {
                         Ok((0, Read::Eof)) => Some(End::Broken),
                         Ok((n, read)) => {
                             drain = matches!(read, Read::More) || self.upgraded;
@@ -241,7 +251,7 @@ impl Connection {
                         // Silent for `idle`: ask before hanging up, as a client behind a NAT
                         // may just be quiet. An answer (any bytes) resets the clock.
                         pinged = Some(Instant::now());
-                        self.ping().await
+                        Box::pin(self.ping()).await
                     } else {
                         let text = if self.stream.is_established() {
                             "no answer to the idle ping"
@@ -249,7 +259,7 @@ impl Connection {
                             "stream negotiation took too long"
                         };
                         self.stream.fail(StreamError::ConnectionTimeout, Some(text));
-                        self.pump(&mut &[][..]).await
+                        Box::pin(self.pump(&mut &[][..])).await
                     }
                 }
             };
@@ -380,7 +390,7 @@ impl Connection {
             return self.stream.bound(Err("bad-request"));
         };
         let bound = self.ctx.server.bind(full.clone()).await;
-        tracing::info!(peer = %self.peer, jid = %full, tls = self.stream.is_tls(), "session bound");
+        tracing::debug!(peer = %self.peer, jid = %full, tls = self.stream.is_tls(), "session bound");
         self.session = Some(bound.session);
         self.rx = Some(bound.rx);
         self.stream.bound(Ok(full.as_str()));
@@ -450,8 +460,9 @@ impl Connection {
             self.io.flush().await
         }
         .await;
-        // Release a large batch's memory instead of keeping it per connection.
-        if self.out.capacity() > READ_CHUNK {
+        // Keep no write buffer while idle: one roster result would otherwise stay allocated
+        // for the life of the session. Small writes reuse a small buffer.
+        if self.out.capacity() > OUT_KEEP {
             self.out = String::new();
         } else {
             self.out.clear();

@@ -155,8 +155,13 @@ impl C2sStream {
             if matches!(
                 self.state,
                 State::AwaitCredentials | State::AwaitBind | State::Closed
-            ) || input.is_empty()
-            {
+            ) {
+                return None;
+            }
+            if input.is_empty() {
+                // Out of bytes, typically right after a stanza: the connection may now sit
+                // idle for hours, so give back the parser's scratch memory (DESIGN §6).
+                self.reader.release_if_idle();
                 return None;
             }
             match self.reader.feed(input) {

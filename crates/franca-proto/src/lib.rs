@@ -3,17 +3,23 @@
 //! memory (DESIGN §2).
 //!
 //! * [`c2s`] — the client-to-server stream negotiation state machine (RFC 6120 §4-§7).
+//! * [`bosh`] — BOSH sessions for XMPP over HTTP (XEP-0124, XEP-0206).
 //! * [`ns`] — namespace names of RFC 6120/6121 and the XEPs the server implements.
 //! * [`errors`] — stream errors (RFC 6120 §4.9) and stanza errors (RFC 6120 §8.3), and the
 //!   error-reply rules of §8.3.1.
 //! * [`sasl`] — SCRAM-SHA-1/256/512 (+PLUS) and PLAIN server mechanisms (RFC 6120 §6,
 //!   RFC 5802, RFC 7677, RFC 4616), channel binding (RFC 5929, RFC 9266, XEP-0440) and
 //!   downgrade protection (XEP-0474).
+//! * [`sm`] — XEP-0198 stream management: acks, the unacknowledged queue, resumption.
+//! * [`csi`] — XEP-0352 client state indication: which stanzas an inactive client gets now.
 //! * [`jidprep`] — localpart and bare-JID preparation (RFC 6122 stringprep via the `jid`
 //!   crate, RFC 7622 / RFC 8265 PRECIS).
 
+pub mod bosh;
 pub mod c2s;
+pub mod csi;
 pub mod errors;
 pub mod jidprep;
 pub mod ns;
 pub mod sasl;
+pub mod sm;

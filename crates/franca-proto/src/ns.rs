@@ -118,3 +118,18 @@ pub const NS_DATA_FORMS: &str = "jabber:x:data";
 pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 /// Unique and stable stanza IDs (XEP-0359).
 pub const NS_STANZA_ID: &str = "urn:xmpp:sid:0";
+/// Jingle Message Initiation: call signalling in messages (XEP-0353).
+pub const NS_JINGLE_MESSAGE: &str = "urn:xmpp:jingle-message:0";
+/// A second XEP-0353 namespace version seen from clients (also in `franca-im`'s carbons rules);
+/// treated like [`NS_JINGLE_MESSAGE`].
+pub const NS_JINGLE_MESSAGE_1: &str = "urn:xmpp:jingle-message:1";
+/// Chat markers (XEP-0333).
+pub const NS_CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// Message delivery receipts (XEP-0184).
+pub const NS_RECEIPTS: &str = "urn:xmpp:receipts";
+/// Chat state notifications (XEP-0085).
+pub const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// Publish-subscribe event notifications, as used by PEP (XEP-0060 §7.1.2, XEP-0163).
+pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+/// Explicit message encryption: names the scheme of an encrypted message (XEP-0380).
+pub const NS_EME: &str = "urn:xmpp:eme:0";

@@ -50,6 +50,7 @@ pub async fn run_all(store: &dyn Store) {
     vcard(store).await;
     blocking(store).await;
     last_activity(store).await;
+    last_activity_many(store).await;
     remove_user_deletes_everything(store).await;
     assert_eq!(
         ok!(store.list_users(None)),
@@ -251,6 +252,10 @@ async fn roster(store: &dyn Store) {
         "roster_count counts hidden items too"
     );
     assert_eq!(sorted(items), [full.clone(), plain.clone()]);
+    // The shared read is the same roster.
+    let shared = ok!(store.roster_shared(u));
+    assert_eq!(shared.version, v2);
+    assert_eq!(sorted(shared.items.clone()), [full.clone(), plain.clone()]);
 
     // Update in place: fields cleared, groups replaced (not merged).
     let mut changed = full.clone();
@@ -556,6 +561,37 @@ async fn last_activity(store: &dyn Store) {
     ok!(store.remove_user(u));
 }
 
+async fn last_activity_many(store: &dyn Store) {
+    let (a, b, gone) = ("many1@a.example", "many2@a.example", "many3@a.example");
+    let at = |seconds, status: &str| LastActivity {
+        seconds,
+        status: status.to_owned(),
+    };
+    ok!(store.set_last_activity_many(&[]));
+    new_user(store, a).await;
+    new_user(store, b).await;
+    ok!(store.set_last_activity(b, &at(1, "old")));
+    // An account that does not exist (removed after the record was taken) is skipped, and the
+    // others are still written.
+    ok!(store.set_last_activity_many(&[
+        (a.to_owned(), at(1_700_000_000, "Gone fishing 🎣")),
+        (gone.to_owned(), at(1_700_000_001, "")),
+        (b.to_owned(), at(1_700_000_002, "")),
+    ]));
+    assert_eq!(
+        ok!(store.last_activity(a)),
+        Some(at(1_700_000_000, "Gone fishing 🎣"))
+    );
+    assert_eq!(ok!(store.last_activity(b)), Some(at(1_700_000_002, "")));
+    assert!(
+        !ok!(store.user_exists(gone)),
+        "a batch write creates no account"
+    );
+    assert_eq!(ok!(store.last_activity(gone)), None);
+    ok!(store.remove_user(a));
+    ok!(store.remove_user(b));
+}
+
 /// Give `u` something in every kind of storage.
 async fn fill(store: &dyn Store, u: &str) {
     ok!(store.create_user(u, &[creds("SHA-1", 1, 4096), creds("SHA-256", 2, 4096)]));
@@ -589,6 +625,8 @@ async fn assert_nothing_stored(store: &dyn Store, u: &str) {
         "{u}: credentials"
     );
     assert!(ok!(store.roster(u)).1.is_empty(), "{u}: roster");
+    assert!(ok!(store.roster_shared(u)).items.is_empty(), "{u}: roster");
+    assert_eq!(ok!(store.roster_count(u)), 0, "{u}: roster count");
     assert_eq!(
         ok!(store.roster_item(u, "friend@b.example")),
         None,
@@ -607,6 +645,9 @@ async fn remove_user_deletes_everything(store: &dyn Store) {
     fill(store, keep).await;
     let kept_roster = ok!(store.roster(keep));
     let kept_offline = ok!(store.offline(keep));
+    // Read first, so a caching store has this roster to forget.
+    assert_eq!(ok!(store.roster(u)).1.len(), 2);
+    assert_eq!(ok!(store.roster_count(u)), 2);
 
     ok!(store.remove_user(u));
     assert!(!ok!(store.user_exists(u)));

@@ -5,13 +5,29 @@
 //!
 //! Accounts are identified by their normalised bare JID string (`user@domain`). Every write
 //! completes (is committed) before the future returns, so callers may acknowledge afterwards.
+//!
+//! [`open`] wraps the SQL store in a [`RosterCache`], which keeps recently used rosters in
+//! memory (write-through) because presence reads the roster on every presence stanza.
 
+mod cache;
 pub mod conformance;
 mod migrate;
 mod model;
 mod sql;
 
+pub use cache::RosterCache;
 pub use model::*;
+
+use std::sync::Arc;
+
+/// How many users' rosters [`open`] keeps in memory. It should exceed the number of users online
+/// at once, or the rosters of online users are evicted and reloaded on the next presence. At
+/// a few hundred bytes per item this is on the order of 1 GiB for 50 000 users with 100-item
+/// rosters — the worst case, reached only when that many distinct users have used their
+/// roster; a server with that many online users needs comparable memory for its sessions anyway.
+/// Rosters of users who went offline stay until evicted (nothing calls
+/// [`RosterCache::forget`] yet), so a smaller bound would mainly cost reloads, not correctness.
+pub const DEFAULT_ROSTER_CACHE_USERS: usize = 50_000;
 
 /// Open the store named by `url`, creating it if needed, and apply pending schema migrations.
 ///
@@ -24,8 +40,13 @@ pub use model::*;
 ///
 /// Anything else is [`StoreError::BadUrl`]. Several processes may open the same database at
 /// once; migrations are serialised between them.
-pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
-    sql::open(url).await
+///
+/// The store returned caches rosters ([`RosterCache`], [`DEFAULT_ROSTER_CACHE_USERS`] users).
+/// Other processes must not change rosters or remove accounts behind a running server's back;
+/// see [`RosterCache`] for why that holds for the `franca user` CLI.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let sql = sql::open(url).await?;
+    Ok(Arc::new(RosterCache::new(sql, DEFAULT_ROSTER_CACHE_USERS)))
 }
 
 /// Errors from the storage layer.
@@ -69,8 +90,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self, domain: Option<&str>) -> Result<Vec<String>>;
 
     // ---- roster (RFC 6121 §2), versioned (§2.6): every change bumps the user's version.
-    /// (version, all items including hidden ones).
+    /// (version, all items including hidden ones), in no particular order.
     async fn roster(&self, user: &str) -> Result<(i64, Vec<RosterItem>)>;
+    /// The same as [`Store::roster`], shared: for callers that only read it. A caching store
+    /// hands out its copy without cloning the items; the default wraps `roster()`.
+    async fn roster_shared(&self, user: &str) -> Result<Arc<Roster>> {
+        let (version, items) = self.roster(user).await?;
+        Ok(Arc::new(Roster { version, items }))
+    }
     async fn roster_item(&self, user: &str, contact: &str) -> Result<Option<RosterItem>>;
     /// Number of items (hidden ones included): the roster size limit is checked with this
     /// rather than by loading the roster.
@@ -102,6 +129,20 @@ pub trait Store: Send + Sync + 'static {
     // ---- last activity (XEP-0012)
     async fn last_activity(&self, user: &str) -> Result<Option<LastActivity>>;
     async fn set_last_activity(&self, user: &str, last: &LastActivity) -> Result<()>;
+    /// Store several accounts' last activity at once: the write-behind flush of the last
+    /// activity module, so that many logouts cost one commit (one fsync) instead of one each.
+    /// A record for an account that does not exist (removed since the record was taken) is
+    /// skipped rather than failing the others. Backends override this with one transaction;
+    /// a wrapping store should forward it, or the default below writes record by record.
+    async fn set_last_activity_many(&self, records: &[(String, LastActivity)]) -> Result<()> {
+        for (user, last) in records {
+            match self.set_last_activity(user, last).await {
+                Ok(()) | Err(StoreError::UnknownUser(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 
     /// Make sure everything written so far is durable (called at shutdown).
     async fn close(&self);

@@ -64,6 +64,17 @@ pub struct RosterItem {
     pub hidden: bool,
 }
 
+/// A whole roster as one value: what [`crate::Store::roster_shared`] hands out behind an `Arc`,
+/// so readers that only look (presence broadcast, roster get) share one copy instead of each
+/// getting their own.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Roster {
+    /// The roster version (RFC 6121 §2.6) that `items` are the state of.
+    pub version: i64,
+    /// Every item, hidden ones included.
+    pub items: Vec<RosterItem>,
+}
+
 /// A stored offline message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfflineMessage {

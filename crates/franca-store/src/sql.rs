@@ -761,6 +761,31 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn set_last_activity_many(&self, records: &[(String, LastActivity)]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // One transaction, so one commit for the whole batch. `WHERE EXISTS` skips accounts
+        // removed since the records were taken instead of failing the batch on the foreign
+        // key (and SQLite needs a WHERE on an INSERT … SELECT with an upsert clause anyway).
+        let mut tx = self.begin().await?;
+        for (user, last) in records {
+            sqlx::query(
+                "INSERT INTO last_activity (user_jid, seconds, status) SELECT $1, $2, $3 \
+                 WHERE EXISTS (SELECT 1 FROM users WHERE jid = $1) \
+                 ON CONFLICT (user_jid) DO UPDATE SET seconds = excluded.seconds, \
+                 status = excluded.status",
+            )
+            .bind(user.as_str())
+            .bind(last.seconds)
+            .bind(last.status.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
     async fn close(&self) {
         // Every commit was already durable (synchronous=FULL / PostgreSQL commit); closing
         // waits for in-flight queries and releases the file or the server connections.

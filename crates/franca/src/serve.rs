@@ -167,6 +167,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
     for t in &tasks {
         t.abort();
     }
+    // Modules store what they held back (pending last activity) while storage is still open.
+    for m in server.modules.iter() {
+        m.shutdown(&server).await;
+    }
     server.store.close().await;
     let _ = std::fs::remove_file(server.config.server.data_dir.join("franca.sock"));
     tracing::info!("stopped");

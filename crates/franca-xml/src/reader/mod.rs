@@ -203,8 +203,16 @@ impl StreamReader {
         self.attributed = 0;
     }
 
-    /// Frees rxml's token scratch buffers and our spare capacity. Called automatically
-    /// when input runs out while idle, so an idle connection holds only a few hundred bytes.
+    /// Frees rxml's token scratch buffers (16 KiB once a token was lexed) when no stanza is
+    /// in progress. Called automatically when a feed runs out of input while idle; callers
+    /// that stop feeding right after a stanza ended exactly at the end of their input (the
+    /// usual case) call it themselves, so an idle connection holds only a few hundred bytes.
+    pub fn release_if_idle(&mut self) {
+        if self.failed.is_none() && self.is_idle() {
+            self.release_buffers();
+        }
+    }
+
     fn release_buffers(&mut self) {
         self.parser.release_temporaries();
         self.builder.shrink();
