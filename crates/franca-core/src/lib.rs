@@ -6,6 +6,7 @@
 pub mod config;
 pub mod credentials;
 pub mod module;
+pub mod outbox;
 pub mod router;
 pub mod server;
 pub mod session;

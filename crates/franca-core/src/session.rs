@@ -4,6 +4,7 @@
 //! A session is reached only through its outbound queue; the transport task that owns the socket
 //! drains it. Modules and the router never touch sockets (DESIGN §5).
 
+use crate::outbox::{Outbox, Receiver, Refused};
 use franca_proto::errors::StreamError;
 use franca_xml::Element;
 use jid::{BareJid, FullJid};
@@ -11,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use tokio::sync::mpsc;
 
 /// Depth of a session's outbound queue. A reader slower than this is disconnected rather than
 /// letting the server's memory grow without bound; what it could not take is handled as
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 pub const OUTBOUND_QUEUE: usize = 2048;
 
 /// What the router hands to a session's writer.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Outbound {
     /// A serialised stanza, shared by every recipient of the same bytes.
     Xml(Arc<str>),
@@ -72,7 +72,7 @@ pub struct PresenceState {
 pub struct Session {
     pub id: u64,
     pub jid: FullJid,
-    tx: mpsc::Sender<Outbound>,
+    outbox: Arc<Outbox>,
     presence: Mutex<PresenceState>,
 }
 
@@ -88,17 +88,17 @@ impl Session {
 
     /// Queue serialised bytes. Returns false when the session is gone or too slow.
     pub fn send_xml(&self, xml: Arc<str>) -> bool {
-        match self.tx.try_send(Outbound::Xml(xml)) {
+        match self.outbox.push(Outbound::Xml(xml)) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full(_)) => {
                 tracing::warn!(jid = %self.jid, "outbound queue full; closing slow session");
-                let _ = self.tx.try_send(Outbound::Close(
+                self.outbox.push_close(Outbound::Close(
                     StreamError::PolicyViolation,
                     Some("too slow reading".into()),
                 ));
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed(_)) => false,
         }
     }
 
@@ -108,18 +108,12 @@ impl Session {
 
     /// Ask the session's task to close the stream with `error`.
     pub fn close(&self, error: StreamError, text: Option<String>) {
-        // Close must get through even when the queue is full, so it waits on a spawned task.
-        let tx = self.tx.clone();
-        if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(Outbound::Close(error, text))
-        {
-            tokio::spawn(async move {
-                let _ = tx.send(msg).await;
-            });
-        }
+        // Close must get through even when the queue is full.
+        self.outbox.push_close(Outbound::Close(error, text));
     }
 
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.outbox.is_closed()
     }
 }
 
@@ -141,7 +135,7 @@ pub struct Sessions {
 /// The result of binding a resource.
 pub struct Bound {
     pub session: Arc<Session>,
-    pub rx: mpsc::Receiver<Outbound>,
+    pub rx: Receiver,
     /// A session that had the same full JID and was replaced (it is told `<conflict/>`).
     pub replaced: Option<Arc<Session>>,
 }
@@ -171,11 +165,12 @@ impl Sessions {
     /// Bind `jid`. RFC 6120 §7.7.2.2: when the full JID is taken, the older session is replaced
     /// (the behaviour of Prosody and ejabberd), and told `<conflict/>`.
     pub fn bind(&self, jid: FullJid) -> Bound {
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let outbox = Outbox::new(OUTBOUND_QUEUE);
+        let rx = outbox.receiver();
         let session = Arc::new(Session {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             jid,
-            tx,
+            outbox,
             presence: Mutex::new(PresenceState::default()),
         });
         let bare = session.bare();

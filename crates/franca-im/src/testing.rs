@@ -9,7 +9,6 @@ use franca_core::{Config, Module, Modules, Server, Session, SessionEvent};
 use franca_xml::{Element, Node};
 use jid::FullJid;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// Accounts every test server has.
 pub(crate) const USERS: &[&str] = &["juliet", "romeo", "nurse", "benvolio"];
@@ -60,7 +59,7 @@ pub(crate) fn normalise(mut el: Element) -> Element {
 pub(crate) struct Client {
     pub(crate) server: Arc<Server>,
     pub(crate) session: Arc<Session>,
-    rx: mpsc::Receiver<Outbound>,
+    rx: franca_core::outbox::Receiver,
 }
 
 impl Client {
@@ -100,7 +99,7 @@ impl Client {
 
     /// The next queued item, if any.
     pub(crate) fn next(&mut self) -> Option<Outbound> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv()
     }
 
     /// The next queued stanza, parsed; panics on a stream close.
@@ -159,7 +158,6 @@ pub(crate) mod roster_kit {
     use std::path::PathBuf;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use tokio::sync::mpsc;
 
     pub struct Env {
         pub server: Arc<Server>,
@@ -232,7 +230,7 @@ pub(crate) mod roster_kit {
     pub struct Client {
         pub server: Arc<Server>,
         pub session: Arc<Session>,
-        rx: mpsc::Receiver<Outbound>,
+        rx: franca_core::outbox::Receiver,
     }
 
     impl Client {
@@ -246,7 +244,7 @@ pub(crate) mod roster_kit {
         /// generated ids of roster pushes replaced by `push`.
         pub fn recv(&mut self) -> Vec<String> {
             let mut out = Vec::new();
-            while let Ok(o) = self.rx.try_recv() {
+            while let Some(o) = self.rx.try_recv() {
                 match o {
                     Outbound::Xml(xml) => {
                         let mut el = parse_stanza(&xml).expect("delivered XML parses");

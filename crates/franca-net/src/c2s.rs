@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
@@ -132,7 +132,7 @@ struct Connection {
     io: Transport,
     stream: C2sStream,
     session: Option<Arc<Session>>,
-    rx: Option<mpsc::Receiver<Outbound>>,
+    rx: Option<franca_core::outbox::Receiver>,
     out: String,
     rate: ReadRate,
     /// Set by the STARTTLS upgrade: the client's next bytes may already sit in the TLS layer.
@@ -218,10 +218,7 @@ impl Connection {
                     self.stream.fail(StreamError::SystemShutdown, Some("the server is shutting down"));
                     Box::pin(self.pump(&mut &[][..])).await
                 }
-                msg = recv(&mut self.rx) => match msg {
-                    Some(msg) => Box::pin(self.outbound(msg)).await,
-                    None => None,
-                },
+                msg = recv(&mut self.rx) => Box::pin(self.outbound(msg)).await,
                 _ = sleep_until(paused_until) => {
                     paused_until = None;
                     drain = true;
@@ -445,7 +442,7 @@ impl Connection {
                 }
             }
             if self.out.len() < WRITE_BATCH {
-                next = self.rx.as_mut().and_then(|rx| rx.try_recv().ok());
+                next = self.rx.as_mut().and_then(|rx| rx.try_recv());
             }
         }
         self.flush().await
@@ -485,7 +482,7 @@ async fn readable(io: &Transport, now: bool) -> std::io::Result<()> {
     if now { Ok(()) } else { io.readable().await }
 }
 
-async fn recv(rx: &mut Option<mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+async fn recv(rx: &mut Option<franca_core::outbox::Receiver>) -> Outbound {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

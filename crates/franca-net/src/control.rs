@@ -392,7 +392,7 @@ mod tests {
                 .expect("kick")
         );
         match bound.rx.recv().await {
-            Some(Outbound::Close(StreamError::NotAuthorized, Some(text))) => {
+            Outbound::Close(StreamError::NotAuthorized, Some(text)) => {
                 assert_eq!(text, "account removed")
             }
             other => panic!("unexpected {other:?}"),
