@@ -6,8 +6,9 @@ use crate::module::{Modules, SessionEvent};
 use crate::session::{Bound, Session, Sessions};
 use franca_store::Store;
 use jid::{BareJid, FullJid};
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub struct Server {
     pub config: Config,
@@ -15,6 +16,9 @@ pub struct Server {
     pub sessions: Sessions,
     pub modules: Modules,
     pub started: Instant,
+    /// Accounts removed while this server ran, with when: a stream that authenticated just
+    /// before the removal must not bind after it. Kept only as long as negotiation may take.
+    removed: Mutex<HashMap<BareJid, Instant>>,
 }
 
 impl Server {
@@ -25,7 +29,33 @@ impl Server {
             sessions: Sessions::new(),
             modules,
             started: Instant::now(),
+            removed: Mutex::default(),
         })
+    }
+
+    fn removed(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, Instant>> {
+        self.removed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `user` was removed recently enough that a stream which authenticated before the
+    /// removal could still be negotiating. Binding asks this instead of storage: accounts are
+    /// removed through the running server (`franca user remove` uses the control socket), and
+    /// authentication itself has just read the credentials.
+    pub fn removed_during_login(&self, user: &BareJid) -> bool {
+        let window = self.negotiation_window();
+        let mut removed = self.removed();
+        removed.retain(|_, at| at.elapsed() < window);
+        removed.contains_key(user)
+    }
+
+    fn negotiation_window(&self) -> Duration {
+        // Twice the negotiation timeout: a stream past it has been closed.
+        Duration::from_secs(
+            self.config
+                .limits
+                .negotiation_timeout_seconds
+                .saturating_mul(2),
+        )
     }
 
     pub fn serves(&self, domain: &str) -> bool {
@@ -89,6 +119,7 @@ impl Server {
         if !self.store.user_exists(user.as_str()).await? {
             return Err(franca_store::StoreError::UnknownUser(user.to_string()));
         }
+        self.removed().insert(user.clone(), Instant::now());
         self.kick_user(user, "account removed").await;
         for m in self.modules.iter() {
             m.user_removed(self, user).await;
@@ -105,5 +136,28 @@ impl Server {
             );
             self.session_closed(&s).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::Modules;
+
+    #[tokio::test]
+    async fn a_removed_account_cannot_bind_a_stream_that_authenticated_before() {
+        let store = franca_store::open("sqlite::memory:")
+            .await
+            .expect("in-memory store");
+        let server = Server::new(Config::default(), store.clone(), Modules::new());
+        let alice = BareJid::new("alice@localhost").expect("jid");
+        let bob = BareJid::new("bob@localhost").expect("jid");
+        for user in [&alice, &bob] {
+            store.create_user(user.as_str(), &[]).await.expect("create");
+        }
+        server.remove_user(&alice).await.expect("remove");
+        assert!(server.removed_during_login(&alice));
+        assert!(!server.removed_during_login(&bob));
+        assert!(!server.account_exists(&alice).await);
     }
 }

@@ -21,7 +21,7 @@ use franca_xml::Element;
 use jid::{BareJid, Jid};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 /// Most JIDs one account may block: the list is held in memory while the user is online.
 pub const MAX_BLOCKED: usize = 10_000;
@@ -31,10 +31,28 @@ pub struct Blocking;
 /// A blocklist: normalised JID strings, as stored.
 type List = Arc<HashSet<String>>;
 
-/// In-memory blocklists of the accounts that have a bound resource.
+/// Most accounts remembered as having an empty blocklist (cleared when full).
+const MAX_KNOWN_EMPTY: usize = 100_000;
+
+/// In-memory blocklists of the accounts that have a bound resource, and the accounts known to
+/// block nobody.
+///
+/// Most accounts never block anyone, yet every login and every stanza to an offline account
+/// asked storage for the list. An account is remembered as empty only by a load that no
+/// `block` overtook: `block` bumps `generation` and forgets the account under the same lock
+/// that a load takes to remember it. Only this module writes blocklists (the CLI never does),
+/// so memory cannot go stale.
 #[derive(Default)]
 struct Cache {
     lists: RwLock<HashMap<BareJid, List>>,
+    empty: Mutex<KnownEmpty>,
+}
+
+#[derive(Default)]
+struct KnownEmpty {
+    users: HashSet<BareJid>,
+    /// Bumped by every `block`.
+    generation: u64,
 }
 
 impl Cache {
@@ -53,6 +71,37 @@ impl Cache {
     fn remove(&self, user: &BareJid) {
         let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
         lists.remove(user);
+    }
+    fn known_empty(&self) -> MutexGuard<'_, KnownEmpty> {
+        self.empty.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Before storing a block: the account is no longer known to be empty, and loads that
+    /// started earlier must not record it as empty.
+    fn blocking(&self, user: &BareJid) {
+        let mut e = self.known_empty();
+        e.generation += 1;
+        e.users.remove(user);
+    }
+    /// Load the list from storage, remembering an empty one if no block overtook the load.
+    async fn load(&self, server: &Server, user: &BareJid) -> franca_store::Result<List> {
+        let generation = {
+            let e = self.known_empty();
+            if e.users.contains(user) {
+                return Ok(List::default());
+            }
+            e.generation
+        };
+        let items = server.store.blocklist(user.as_str()).await?;
+        if items.is_empty() {
+            let mut e = self.known_empty();
+            if e.generation == generation {
+                if e.users.len() >= MAX_KNOWN_EMPTY {
+                    e.users.clear();
+                }
+                e.users.insert(user.clone());
+            }
+        }
+        Ok(Arc::new(items.into_iter().collect()))
     }
 }
 
@@ -82,11 +131,11 @@ fn cache(server: &Arc<Server>) -> Arc<Cache> {
 
 /// The user's blocklist: from memory when the user is online, else from the store.
 async fn blocklist(server: &Arc<Server>, user: &BareJid) -> franca_store::Result<List> {
-    if let Some(list) = cache(server).get(user) {
+    let cache = cache(server);
+    if let Some(list) = cache.get(user) {
         return Ok(list);
     }
-    let items = server.store.blocklist(user.as_str()).await?;
-    Ok(Arc::new(items.into_iter().collect()))
+    cache.load(server, user).await
 }
 
 /// Whether `list` blocks `jid` (XEP-0191 "JID Matching").
@@ -344,6 +393,7 @@ async fn block(server: &Arc<Server>, user: &BareJid, payload: &Element) -> IqRes
             .with_text(format!("at most {MAX_BLOCKED} entries can be blocked")));
     }
     let strings: Vec<String> = jids.iter().map(|j| j.as_str().to_owned()).collect();
+    cache(server).blocking(user);
     server
         .store
         .block(user.as_str(), &strings)
@@ -511,9 +561,9 @@ impl Module for Blocking {
                 if cache.get(&user).is_some() {
                     return;
                 }
-                match server.store.blocklist(user.as_str()).await {
+                match cache.load(server, &user).await {
                     // A block command racing with this load has already stored a newer list.
-                    Ok(items) => cache.put_if_absent(&user, Arc::new(items.into_iter().collect())),
+                    Ok(list) => cache.put_if_absent(&user, list),
                     Err(e) => tracing::error!(%user, "storage error loading blocklist: {e}"),
                 }
             }
@@ -528,7 +578,9 @@ impl Module for Blocking {
     }
 
     async fn user_removed(&self, server: &Arc<Server>, user: &BareJid) {
-        cache(server).remove(user);
+        let cache = cache(server);
+        cache.remove(user);
+        cache.known_empty().users.remove(user);
     }
 }
 
@@ -984,5 +1036,30 @@ mod tests {
                 .as_deref(),
             Some("error")
         );
+    }
+
+    /// An empty blocklist is loaded once: later logins and stanzas to the offline account do
+    /// not ask storage again, until the module itself stores a block.
+    #[tokio::test]
+    async fn an_empty_blocklist_is_remembered_until_a_block() {
+        let server = blocking_server().await;
+        let juliet = BareJid::new("juliet@localhost").expect("jid");
+        let romeo = Jid::new("romeo@localhost").expect("jid");
+        assert!(!blocks(&server, &juliet, &romeo).await);
+        // Written behind the module's back (nothing in Franca does this): still unseen, which
+        // shows the answer came from memory.
+        server
+            .store
+            .block(juliet.as_str(), &["romeo@localhost".to_owned()])
+            .await
+            .expect("store");
+        assert!(!blocks(&server, &juliet, &romeo).await);
+        // A block through the module forgets the account, so the next load reads storage.
+        let mut client = Client::online(&server, "juliet@localhost/chamber", 0).await;
+        block(&mut client, &["tybalt@localhost"]).await;
+        server.session_closed(&client.session).await;
+        assert!(blocks(&server, &juliet, &romeo).await);
+        let tybalt = Jid::new("tybalt@localhost").expect("jid");
+        assert!(blocks(&server, &juliet, &tybalt).await);
     }
 }

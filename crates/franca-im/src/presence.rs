@@ -395,8 +395,12 @@ async fn broadcast_unavailable(
             route_to(server, &stanza, &item.jid).await;
             told.insert(item.jid.clone());
         }
-        // The user's other available resources (this one is no longer available).
-        route_to(server, &stanza, user.as_str()).await;
+        // The user's other available resources (this one is no longer available). Skipped
+        // when there are none, the usual logout: routing it would only ask storage whether
+        // the account exists and load its blocklist, to deliver to nobody.
+        if !server.sessions.available(&user).is_empty() {
+            route_to(server, &stanza, user.as_str()).await;
+        }
     }
     for to in directed {
         if !told.contains(&bare_of(&to)) {

@@ -379,7 +379,7 @@ impl Connection {
             return self.stream.bound(Err("internal-server-error"));
         };
         // The account may have been removed since it authenticated (`franca user remove`).
-        if !self.ctx.server.account_exists(&bare).await {
+        if self.ctx.server.removed_during_login(&bare) {
             return self.stream.bound(Err("not-authorized"));
         }
         let resource = resource.unwrap_or_else(random_resource);
