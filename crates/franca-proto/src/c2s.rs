@@ -8,9 +8,19 @@
 //!
 //! Order of a stream (RFC 6120 §9): header → features → STARTTLS (§5) → restart → SASL (§6)
 //! → restart → resource binding (§7) → stanzas.
+//!
+//! The same state machine serves XMPP over WebSocket (RFC 7395) when built with
+//! [`Framing::WebSocket`]: the input is then one WebSocket message at a time, and every
+//! [`Action::Write`] is one message (see `websocket.rs`).
+
+mod websocket;
+
+pub use websocket::with_client_ns;
 
 use crate::errors::StreamError;
-use crate::ns::{NS_BIND, NS_CLIENT, NS_SASL, NS_SESSION, NS_STANZAS, NS_STREAMS, NS_TLS};
+use crate::ns::{
+    NS_BIND, NS_CLIENT, NS_FRAMING, NS_SASL, NS_SESSION, NS_STANZAS, NS_STREAMS, NS_TLS,
+};
 use crate::sasl::{
     self, CB_TLS_EXPORTER, CB_TLS_SERVER_END_POINT, ChannelBinding, Mechanism, SaslError,
     ScramHash, ScramKeys, ScramServer,
@@ -32,10 +42,35 @@ pub struct C2sConfig {
     pub session_features: Vec<Element>,
 }
 
+/// How the stream is delimited on the wire; fixed for the life of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// RFC 6120 over TCP: one XML document per direction, fed as a byte stream.
+    #[default]
+    Stream,
+    /// RFC 7395 over WebSocket: every text message is one complete XML document (`<open/>`,
+    /// `<close/>` or one stanza or nonza). [`C2sStream::next_action`] then takes whole
+    /// messages, and every [`Action::Write`] is exactly one message.
+    WebSocket,
+}
+
+/// What the transport knows about one connection when it hands it to a [`C2sStream`].
+#[derive(Debug, Clone, Default)]
+pub struct C2sOptions {
+    pub framing: Framing,
+    /// The transport is already confidential: direct TLS, `wss://`, or a loopback hop from a
+    /// proxy that terminated TLS. A secure stream offers PLAIN and never STARTTLS.
+    pub secure: bool,
+    /// Channel bindings of that TLS, when the transport has them (for the -PLUS mechanisms).
+    /// Ignored unless `secure`.
+    pub channel_binding: Option<ChannelBinding>,
+}
+
 /// What the transport must do next.
 #[derive(Debug)]
 pub enum Action {
-    /// Write these bytes (in order, before acting on anything that follows).
+    /// Write these bytes (in order, before acting on anything that follows). With
+    /// [`Framing::WebSocket`] each one is a complete element: send it as one text message.
     Write(String),
     /// Upgrade to TLS now (after writing what came before); discard any bytes already read,
     /// then call [`C2sStream::tls_established`].
@@ -84,8 +119,13 @@ enum Sasl {
 /// One c2s stream's negotiation and framing state.
 pub struct C2sStream {
     config: std::sync::Arc<C2sConfig>,
+    /// Reads the TCP byte stream; unused with WebSocket framing, where each message is read
+    /// on its own.
     reader: StreamReader,
+    framing: Framing,
     state: State,
+    /// TLS is up below this stream (or the transport is otherwise secure, see
+    /// [`C2sOptions::secure`]).
     tls: bool,
     cb: Option<Box<ChannelBinding>>,
     header_sent: bool,
@@ -103,15 +143,29 @@ pub struct C2sStream {
 }
 
 impl C2sStream {
-    /// A new stream; `tls` is true for direct TLS (XEP-0368), with its channel bindings.
+    /// A new TCP stream; `tls` is `Some` for direct TLS (XEP-0368), with its channel bindings.
     pub fn new(config: std::sync::Arc<C2sConfig>, tls: Option<ChannelBinding>) -> C2sStream {
+        C2sStream::with_options(
+            config,
+            C2sOptions {
+                framing: Framing::Stream,
+                secure: tls.is_some(),
+                channel_binding: tls,
+            },
+        )
+    }
+
+    /// A new stream with the framing and security the transport reports.
+    pub fn with_options(config: std::sync::Arc<C2sConfig>, options: C2sOptions) -> C2sStream {
         let limits = config.limits;
+        let secure = options.secure;
         C2sStream {
             config,
             reader: StreamReader::new(limits),
+            framing: options.framing,
             state: State::Header,
-            tls: tls.is_some(),
-            cb: tls.map(Box::new),
+            tls: secure,
+            cb: options.channel_binding.filter(|_| secure).map(Box::new),
             header_sent: false,
             domain: None,
             account: None,
@@ -123,8 +177,13 @@ impl C2sStream {
         }
     }
 
+    /// True once TLS is up (or the transport said it is secure).
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 
     /// The authenticated account (bare JID), once SASL succeeded.
@@ -147,6 +206,11 @@ impl C2sStream {
 
     /// The next action. Consumes bytes from `input` only while no request is outstanding;
     /// returns `None` when it needs more bytes (or an answer to a request).
+    ///
+    /// With [`Framing::WebSocket`], `input` must be exactly one WebSocket text message. It is
+    /// consumed whole (left empty) once the stream is ready to read it, and left untouched
+    /// while a request is outstanding, so the caller's loop is the same as for TCP: keep
+    /// calling until `None`, then wait for the next message.
     pub fn next_action(&mut self, input: &mut &[u8]) -> Option<Action> {
         loop {
             if let Some(a) = self.pending.pop_front() {
@@ -164,6 +228,11 @@ impl C2sStream {
                 self.reader.release_if_idle();
                 return None;
             }
+            if self.framing == Framing::WebSocket {
+                let frame = std::mem::take(input);
+                self.frame(frame);
+                continue;
+            }
             match self.reader.feed(input) {
                 Ok(None) => return None,
                 Ok(Some(event)) => self.handle_event(event),
@@ -178,13 +247,54 @@ impl C2sStream {
     fn handle_event(&mut self, event: Event) {
         match event {
             Event::StreamStart(header) => self.stream_start(&header),
-            Event::StreamEnd => {
-                self.write(String::from("</stream:stream>"));
-                self.state = State::Closed;
-                self.pending.push_back(Action::Close);
-            }
+            Event::StreamEnd => self.finish(),
             Event::Stanza(el) => self.element(el),
         }
+    }
+
+    /// One WebSocket message (RFC 7395 §3.3).
+    fn frame(&mut self, frame: &[u8]) {
+        let el = match websocket::read_frame(frame, self.config.limits) {
+            Ok(Some(el)) => el,
+            // Whitespace only: harmless, like a whitespace keepalive over TCP.
+            Ok(None) => return,
+            Err(e) => {
+                let text = e.to_string();
+                return self.fail(StreamError::from_xml_error(&e), Some(&text));
+            }
+        };
+        if el.ns == NS_FRAMING {
+            match el.name.as_str() {
+                "open" if self.state == State::Header => return self.open_frame(&el),
+                // Streams restart only where RFC 6120 says so (after SASL success); an
+                // <open/> elsewhere would reset negotiation behind the client's back.
+                "open" => {
+                    return self.fail(
+                        StreamError::BadFormat,
+                        Some("a new <open/> is only expected after authentication"),
+                    );
+                }
+                // §3.6: the client may close at any point, even instead of a restart.
+                "close" => return self.finish(),
+                _ => {}
+            }
+        }
+        if self.state == State::Header {
+            // What a TCP stream answers to a root element that is not <stream:stream>.
+            return self.fail(
+                StreamError::InvalidNamespace,
+                Some("expected <open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"),
+            );
+        }
+        self.element(el);
+    }
+
+    /// RFC 7395 §3.4: `<open/>` carries the header's `to` and `version`; the content namespace
+    /// is declared per element instead, so there is none to check here.
+    fn open_frame(&mut self, open: &Element) {
+        // RFC 7395 defines the framing for version 1.0 only (§3.3.2).
+        let version_ok = open.attr("version") == Some("1.0");
+        self.begin_stream(open.attr("to"), true, version_ok);
     }
 
     fn stream_start(&mut self, header: &StreamHeader) {
@@ -192,7 +302,21 @@ impl C2sStream {
             // A second header inside a stream is not well-formed XML at all.
             return self.fail(StreamError::NotWellFormed, None);
         }
-        let to = header.attr("to").map(str::to_ascii_lowercase);
+        // RFC 6120 §4.8.2: a c2s stream's content namespace is jabber:client.
+        let ns_ok = header.attr("xmlns") == Some(NS_CLIENT);
+        // RFC 6120 §4.7.5: a major version below 1 is not supported.
+        let version_ok = header
+            .attr("version")
+            .and_then(|v| v.split('.').next())
+            .and_then(|major| major.parse::<u32>().ok())
+            .is_some_and(|major| major >= 1);
+        self.begin_stream(header.attr("to"), ns_ok, version_ok);
+    }
+
+    /// Answers a (re)started stream: our header, then an error or the features. The checks
+    /// come in this order so that an unknown host is reported before anything else.
+    fn begin_stream(&mut self, to: Option<&str>, ns_ok: bool, version_ok: bool) {
+        let to = to.map(str::to_ascii_lowercase);
         let domain = match to {
             Some(d) if self.config.domains.contains(&d) => d,
             Some(_) => {
@@ -219,24 +343,25 @@ impl C2sStream {
         }
         self.domain = Some(domain.clone());
         self.open_header(domain);
-        // RFC 6120 §4.8.2: a c2s stream's content namespace is jabber:client.
-        if header.attr("xmlns") != Some(NS_CLIENT) {
+        if !ns_ok {
             return self.fail(
                 StreamError::InvalidNamespace,
                 Some("expected jabber:client"),
             );
         }
-        // RFC 6120 §4.7.5: a major version below 1 is not supported.
-        let version_ok = header
-            .attr("version")
-            .and_then(|v| v.split('.').next())
-            .and_then(|major| major.parse::<u32>().ok())
-            .is_some_and(|major| major >= 1);
         if !version_ok {
             return self.fail(StreamError::UnsupportedVersion, None);
         }
+        if self.framing == Framing::WebSocket && !self.tls && !self.config.allow_plaintext {
+            // RFC 7395 §3.9: TLS belongs to the WebSocket layer, so without it (and without
+            // the plaintext opt-in) nothing could be negotiated here at all.
+            return self.fail(
+                StreamError::PolicyViolation,
+                Some("this WebSocket endpoint requires wss://"),
+            );
+        }
         let features = self.features();
-        self.write(features.to_xml_in(NS_CLIENT));
+        self.write_element(&features);
         self.state = if self.account.is_some() {
             State::Bind
         } else {
@@ -250,7 +375,11 @@ impl C2sStream {
         }
         self.header_sent = true;
         let id = stream_id();
-        self.write(stream_header(NS_CLIENT, &domain, None, &id));
+        let header = match self.framing {
+            Framing::Stream => stream_header(NS_CLIENT, &domain, None, &id),
+            Framing::WebSocket => websocket::open_element(&domain, &id),
+        };
+        self.write(header);
     }
 
     /// Stream features for the current phase (RFC 6120 §4.3.2).
@@ -268,7 +397,8 @@ impl C2sStream {
             }
             return f;
         }
-        if !self.tls {
+        // RFC 7395 §3.9: never STARTTLS inside a WebSocket.
+        if !self.tls && self.framing == Framing::Stream {
             let mut starttls = Element::new("starttls", NS_TLS);
             if !self.config.allow_plaintext {
                 starttls.push(Element::new("required", NS_TLS));
@@ -341,13 +471,19 @@ impl C2sStream {
 
     fn negotiation_element(&mut self, el: Element) {
         if el.is("starttls", NS_TLS) {
+            if self.framing == Framing::WebSocket {
+                return self.fail(
+                    StreamError::PolicyViolation,
+                    Some("STARTTLS is not available over WebSocket; use wss://"),
+                );
+            }
             if self.tls || self.state != State::Negotiating {
                 return self.fail(
                     StreamError::PolicyViolation,
                     Some("TLS is already negotiated"),
                 );
             }
-            self.write(Element::new("proceed", NS_TLS).to_xml_in(NS_CLIENT));
+            self.write_element(&Element::new("proceed", NS_TLS));
             self.pending.push_back(Action::StartTls);
             return;
         }
@@ -405,7 +541,7 @@ impl C2sStream {
             // No initial response (RFC 6120 §6.4.2): an empty challenge asks for it.
             self.awaiting_initial = Some(mech);
             self.state = State::SaslChallenge;
-            self.write(Element::new("challenge", NS_SASL).to_xml_in(NS_CLIENT));
+            self.write_element(&Element::new("challenge", NS_SASL));
             return;
         }
         self.start_mechanism(mech, &text);
@@ -472,7 +608,7 @@ impl C2sStream {
                 Ok(challenge) => {
                     self.sasl = Some(Sasl::Scram(scram));
                     self.state = State::SaslChallenge;
-                    self.write(sasl_payload("challenge", &challenge));
+                    self.write_element(&sasl_payload("challenge", &challenge));
                     self.pending_account = Some(account.to_owned());
                 }
                 Err(e) => {
@@ -532,11 +668,12 @@ impl C2sStream {
 
     fn succeed(&mut self, account: String, additional: Vec<u8>) {
         self.sasl = None;
-        self.write(if additional.is_empty() {
-            Element::new("success", NS_SASL).to_xml_in(NS_CLIENT)
+        let success = if additional.is_empty() {
+            Element::new("success", NS_SASL)
         } else {
             sasl_payload("success", &additional)
-        });
+        };
+        self.write_element(&success);
         self.account = Some(account.clone());
         self.pending.push_back(Action::Authenticated { account });
         self.restart();
@@ -550,7 +687,7 @@ impl C2sStream {
     }
 
     fn sasl_failure(&mut self, err: SaslError, text: Option<&str>) {
-        self.write(err.to_failure_element(text).to_xml_in(NS_CLIENT));
+        self.write_element(&err.to_failure_element(text));
     }
 
     fn bind_element(&mut self, el: Element) {
@@ -592,7 +729,7 @@ impl C2sStream {
                         Element::new("bind", NS_BIND)
                             .with_child(Element::new("jid", NS_BIND).with_text(full)),
                     );
-                self.write(reply.to_xml_in(NS_CLIENT));
+                self.write_element(&reply);
                 self.state = State::Established;
             }
             Err(condition) => {
@@ -618,7 +755,7 @@ impl C2sStream {
                     .with_attr("type", type_)
                     .with_child(Element::new(condition, NS_STANZAS)),
             );
-        self.write(reply.to_xml_in(NS_CLIENT));
+        self.write_element(&reply);
     }
 
     /// The transport finished the TLS handshake that [`Action::StartTls`] asked for.
@@ -630,7 +767,7 @@ impl C2sStream {
 
     /// Queue a stanza or nonza for the client (e.g. the answer to a pre-auth IQ).
     pub fn send_element(&mut self, el: &Element) {
-        self.write(el.to_xml_in(NS_CLIENT));
+        self.write_element(el);
     }
 
     /// Close the stream with an error (RFC 6120 §4.9): header first if none was sent.
@@ -644,10 +781,8 @@ impl C2sStream {
             .or_else(|| self.config.domains.first().cloned())
             .unwrap_or_default();
         self.open_header(domain);
-        self.write(error.to_element(text).to_xml_in(NS_CLIENT));
-        self.write(String::from("</stream:stream>"));
-        self.state = State::Closed;
-        self.pending.push_back(Action::Close);
+        self.write_element(&error.to_element(text));
+        self.finish();
     }
 
     /// Close the stream cleanly (e.g. after the peer closed its side).
@@ -655,14 +790,36 @@ impl C2sStream {
         if self.state == State::Closed {
             return;
         }
-        self.write(String::from("</stream:stream>"));
+        self.finish();
+    }
+
+    /// Our end of the stream (RFC 6120 §4.4, RFC 7395 §3.6), then the connection closes.
+    fn finish(&mut self) {
+        let end = match self.framing {
+            Framing::Stream => String::from("</stream:stream>"),
+            Framing::WebSocket => websocket::close_element(),
+        };
+        self.write(end);
         self.state = State::Closed;
         self.pending.push_back(Action::Close);
     }
 
+    /// Writes a top-level element as the framing wants it: inside the `jabber:client` stream
+    /// over TCP, or as a standalone document declaring its own namespaces over WebSocket.
+    fn write_element(&mut self, el: &Element) {
+        let xml = match self.framing {
+            Framing::Stream => el.to_xml_in(NS_CLIENT),
+            Framing::WebSocket => websocket::frame_xml(el),
+        };
+        self.write(xml);
+    }
+
     fn write(&mut self, s: String) {
-        // Adjacent writes are merged so the transport does one syscall per batch.
-        if let Some(Action::Write(last)) = self.pending.back_mut() {
+        // Adjacent writes are merged so the transport does one syscall per batch; WebSocket
+        // messages must stay one element each.
+        if self.framing == Framing::Stream
+            && let Some(Action::Write(last)) = self.pending.back_mut()
+        {
             last.push_str(&s);
         } else {
             self.pending.push_back(Action::Write(s));
@@ -685,10 +842,8 @@ fn account_of(authcid: &str, domain: &str) -> Result<String, SaslError> {
     }
 }
 
-fn sasl_payload(name: &str, data: &[u8]) -> String {
-    Element::new(name, NS_SASL)
-        .with_text(sasl::encode_payload(data))
-        .to_xml_in(NS_CLIENT)
+fn sasl_payload(name: &str, data: &[u8]) -> Element {
+    Element::new(name, NS_SASL).with_text(sasl::encode_payload(data))
 }
 
 /// A fresh, unguessable stream id (RFC 6120 §4.7.3).
@@ -712,7 +867,7 @@ mod tests {
     const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
         xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>";
 
-    fn config(allow_plaintext: bool) -> std::sync::Arc<C2sConfig> {
+    pub(super) fn config(allow_plaintext: bool) -> std::sync::Arc<C2sConfig> {
         std::sync::Arc::new(C2sConfig {
             domains: vec!["example.org".into()],
             allow_plaintext,
@@ -726,7 +881,7 @@ mod tests {
         })
     }
 
-    fn tls_binding() -> ChannelBinding {
+    pub(super) fn tls_binding() -> ChannelBinding {
         ChannelBinding {
             tls_exporter: Some(vec![7; 32]),
             tls_server_end_point: Some(vec![9; 32]),
@@ -734,7 +889,7 @@ mod tests {
     }
 
     /// Feed `input` and collect actions until the stream needs more.
-    fn run(s: &mut C2sStream, input: &str) -> Vec<Action> {
+    pub(super) fn run(s: &mut C2sStream, input: &str) -> Vec<Action> {
         let mut bytes = input.as_bytes();
         let mut out = Vec::new();
         while let Some(a) = s.next_action(&mut bytes) {
@@ -753,12 +908,17 @@ mod tests {
             .collect()
     }
 
-    fn keys(password: &str) -> ScramKeys {
+    pub(super) fn keys(password: &str) -> ScramKeys {
         sasl::derive_keys(ScramHash::Sha256, password, b"saltsaltsaltsalt", 4096)
     }
 
     /// A SCRAM-SHA-256 client, enough to drive the server through RFC 7677's steps.
-    fn scram_client(s: &mut C2sStream, password: &str, gs2: &str, cb_data: &[u8]) -> Vec<Action> {
+    pub(super) fn scram_client(
+        s: &mut C2sStream,
+        password: &str,
+        gs2: &str,
+        cb_data: &[u8],
+    ) -> Vec<Action> {
         let mech = if gs2.starts_with('p') {
             "SCRAM-SHA-256-PLUS"
         } else {
@@ -812,6 +972,18 @@ mod tests {
             B64.encode(format!("{without_proof},p={}", B64.encode(proof)))
         );
         run(s, &response)
+    }
+
+    #[test]
+    fn rfc6120_4_2_header_and_features_are_one_write_over_tcp() {
+        let mut s = C2sStream::new(config(false), None);
+        let actions = run(&mut s, HEADER);
+        assert!(
+            matches!(&actions[..], [Action::Write(w)] if w.starts_with("<?xml version='1.0'?><stream:stream ")
+                && w.contains("<features xmlns='http://etherx.jabber.org/streams'>")),
+            "{actions:?}"
+        );
+        assert_eq!(s.framing(), Framing::Stream);
     }
 
     #[test]

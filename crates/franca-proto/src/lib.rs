@@ -2,7 +2,8 @@
 //! elements, with no sockets, timers or async runtime, so they are tested deterministically in
 //! memory (DESIGN §2).
 //!
-//! * [`c2s`] — the client-to-server stream negotiation state machine (RFC 6120 §4-§7).
+//! * [`c2s`] — the client-to-server stream negotiation state machine (RFC 6120 §4-§7), over
+//!   TCP or with XMPP-over-WebSocket framing (RFC 7395).
 //! * [`bosh`] — BOSH sessions for XMPP over HTTP (XEP-0124, XEP-0206).
 //! * [`ns`] — namespace names of RFC 6120/6121 and the XEPs the server implements.
 //! * [`errors`] — stream errors (RFC 6120 §4.9) and stanza errors (RFC 6120 §8.3), and the
