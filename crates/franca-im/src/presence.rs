@@ -1632,6 +1632,77 @@ mod tests {
         }
     }
 
+    /// M4 in miniature: a ring of accounts, each with mutual subscriptions to its neighbours,
+    /// log in at once with random small delays on two worker threads. Every session must get
+    /// every contact's (and its own) initial presence exactly once: nothing lost, nothing twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rfc6121_4_2_login_storm_delivers_each_presence_once() {
+        const USERS: usize = 16;
+        const NEIGHBOURS: usize = 3;
+        let names: Vec<String> = (0..USERS).map(|i| format!("u{i}@localhost")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let env = Env::new(&refs).await;
+        let contacts = |i: usize| {
+            (1..=NEIGHBOURS)
+                .flat_map(move |d| [(i + d) % USERS, (i + USERS - d) % USERS])
+                .collect::<Vec<_>>()
+        };
+        for i in 0..USERS {
+            for c in contacts(i) {
+                let item = RosterItem {
+                    jid: names[c].clone(),
+                    subscription: Subscription::Both,
+                    ..RosterItem::default()
+                };
+                env.server
+                    .store
+                    .put_roster_item(&names[i], &item)
+                    .await
+                    .expect("roster item");
+            }
+        }
+        for round in 0..20 {
+            let mut clients = Vec::new();
+            for name in &names {
+                let mut c = env.bind(&format!("{name}/r")).await;
+                c.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+                    .await;
+                c.recv();
+                clients.push(c);
+            }
+            let status = format!("round {round}");
+            let tasks: Vec<_> = clients
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let presence = format!("<presence><status>{status}</status></presence>");
+                    // Spread over 2 ms in an order that changes every round.
+                    let delay = ((i * 7919 + round * 104_729) % 2000) as u64;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_micros(delay)).await;
+                        c.send(&presence).await;
+                        c
+                    })
+                })
+                .collect();
+            let mut clients = Vec::new();
+            for t in tasks {
+                clients.push(t.await.expect("the login task"));
+            }
+            for (i, c) in clients.iter_mut().enumerate() {
+                let got = c.recv();
+                for k in contacts(i).into_iter().chain([i]) {
+                    let from = format!("{}/r", names[k]);
+                    let n = available_from(&got, &from, &status);
+                    assert_eq!(n, 1, "{status}: {} got {from} {n} times", names[i]);
+                }
+            }
+            for c in &clients {
+                c.close().await;
+            }
+        }
+    }
+
     /// Broadcasts to local contacts are delivered per session by the presence module, but
     /// still pass the inbound hooks: XEP-0191 blocking filters them both ways, and a resource
     /// with negative priority still gets them (RFC 6121 §4.7.2.3 limits messages only).
