@@ -94,9 +94,16 @@ enum Cmd {
         /// Override the profile's M4 roster size.
         #[arg(long)]
         m4_contacts: Option<u32>,
+        /// Override the profile's M2 rate ladder (logins/s, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        m2_rates: Option<Vec<f64>>,
         /// Override the profile's M3 rate ladder (msg/s, comma-separated).
         #[arg(long, value_delimiter = ',')]
         m3_rates: Option<Vec<f64>>,
+        /// Override the profile's number of M2 and M3 steps that bisect between the last
+        /// passing and the first failing rung (smoke 0, quick and full 2).
+        #[arg(long)]
+        bisect_steps: Option<u32>,
         /// Run franca under this command (profiling), e.g. "valgrind --tool=dhat".
         #[arg(long)]
         franca_wrap: Option<String>,
@@ -149,7 +156,9 @@ fn main() -> ExitCode {
             m1_rate,
             m4_users,
             m4_contacts,
+            m2_rates,
             m3_rates,
+            bisect_steps,
             franca_wrap,
         } => {
             let mut sizes = profile.sizes();
@@ -165,8 +174,15 @@ fn main() -> ExitCode {
             if let Some(c) = m4_contacts {
                 sizes.m4.contacts = c;
             }
+            if let Some(r) = m2_rates {
+                sizes.m2.rates = r;
+            }
             if let Some(r) = m3_rates {
                 sizes.m3.rates = r;
+            }
+            if let Some(n) = bisect_steps {
+                sizes.m2.bisect = n;
+                sizes.m3.bisect = n;
             }
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let keep = work_dir.is_some();

@@ -125,6 +125,11 @@ impl Pool {
         self.children.len()
     }
 
+    /// Process ids of the workers (for their CPU use between steps).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().filter_map(|(c, _)| c.id()).collect()
+    }
+
     /// Sends `cmd` to every worker and waits for all results; returns the merged result.
     pub async fn step(&mut self, label: &str, cmd: &Command) -> Result<StepResult, String> {
         let cmds = vec![cmd.clone(); self.children.len()];

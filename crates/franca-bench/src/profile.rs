@@ -1,5 +1,9 @@
 //! Run sizes: `smoke` (CI: tiny N, each scenario once, seconds), `quick` (minutes per server),
 //! `full` (notes D-perf §4 as written: 10k/19k sessions, 60 s windows).
+//!
+//! M2 and M3 climb a coarse ladder, then bisect between the last passing and the first failing
+//! rung: two steps narrow a 2× gap to ¼ of it (M2 1600 → 3200 gives 2400, then 2000 or 2800) at
+//! the cost of two more measured windows; `smoke` does none so CI stays short.
 
 use crate::scenario::{m1, m2, m3, m4};
 
@@ -43,6 +47,7 @@ impl Profile {
                     secs: 1.5,
                     hold_s: 0.3,
                     users: 20,
+                    bisect: 0,
                 },
                 m3: m3::Params {
                     users: 20,
@@ -51,6 +56,7 @@ impl Profile {
                     rates: vec![200.0],
                     body: 64,
                     login_rate: 200.0,
+                    bisect: 0,
                 },
                 m4: m4::Params {
                     users: 12,
@@ -70,6 +76,7 @@ impl Profile {
                     secs: 10.0,
                     hold_s: 1.0,
                     users: 5000,
+                    bisect: 2,
                 },
                 m3: m3::Params {
                     users: 1000,
@@ -80,6 +87,7 @@ impl Profile {
                     ],
                     body: 64,
                     login_rate: 400.0,
+                    bisect: 2,
                 },
                 m4: m4::Params {
                     users: 200,
@@ -99,6 +107,7 @@ impl Profile {
                     secs: 60.0,
                     hold_s: 1.0,
                     users: 19000,
+                    bisect: 2,
                 },
                 m3: m3::Params {
                     users: 1000,
@@ -109,6 +118,7 @@ impl Profile {
                     ],
                     body: 64,
                     login_rate: 400.0,
+                    bisect: 2,
                 },
                 m4: m4::Params {
                     users: 1000,
