@@ -9,15 +9,14 @@
 //! own state while it waits stays small, instead of reserving room for the deepest await.
 
 use crate::limits::{ConnectionGuard, LoginLimiter, ReadRate};
+use crate::stream::{Step, XmppStream, recv};
 use crate::tls::{Tls, channel_binding};
-use franca_core::{Outbound, Server, Session};
-use franca_proto::c2s::{Action, C2sConfig, C2sStream};
+use franca_core::{Outbound, Server};
+use franca_proto::c2s::{C2sConfig, C2sStream};
 use franca_proto::errors::StreamError;
-use franca_proto::sasl::{ScramHash, ScramKeys};
 use franca_xml::Element;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use jid::BareJid;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -127,12 +126,8 @@ enum End {
 }
 
 struct Connection {
-    ctx: Arc<C2sContext>,
-    peer: SocketAddr,
+    x: XmppStream,
     io: Transport,
-    stream: C2sStream,
-    session: Option<Arc<Session>>,
-    rx: Option<franca_core::outbox::Receiver>,
     out: String,
     rate: ReadRate,
     /// Set by the STARTTLS upgrade: the client's next bytes may already sit in the TLS layer.
@@ -173,31 +168,26 @@ pub async fn serve(
         (Transport::Plain(tcp), None)
     };
     let rate = ReadRate::new(limits.read_rate_bytes, limits.read_burst_bytes);
+    let stream = C2sStream::new(ctx.stream.clone(), cb);
     let mut conn = Connection {
-        stream: C2sStream::new(ctx.stream.clone(), cb),
-        ctx,
-        peer,
+        x: XmppStream::new(ctx, peer, stream),
         io,
-        session: None,
-        rx: None,
         out: String::new(),
         rate,
         upgraded: false,
         _guard: guard,
     };
     conn.run().await;
-    if let Some(session) = conn.session.take() {
-        Box::pin(conn.ctx.server.session_closed(&session)).await;
-    }
+    conn.x.finish().await;
 }
 
 impl Connection {
     async fn run(&mut self) {
-        let limits = &self.ctx.server.config.limits;
+        let limits = &self.x.ctx.server.config.limits;
         let negotiation_deadline =
             Instant::now() + Duration::from_secs(limits.negotiation_timeout_seconds);
         let idle = Duration::from_secs(limits.idle_timeout_seconds.max(1));
-        let mut shutdown = self.ctx.shutdown.clone();
+        let mut shutdown = self.x.ctx.shutdown.clone();
         let mut last_read = Instant::now();
         // When the idle ping went out (XEP-0199 §4.2); any bytes from the client answer it.
         let mut pinged: Option<Instant> = None;
@@ -207,7 +197,7 @@ impl Connection {
         // stream is drained before waiting on socket readiness again.
         let mut drain = matches!(self.io, Transport::Tls(_));
         loop {
-            let deadline = match (self.stream.is_established(), pinged) {
+            let deadline = match (self.x.stream.is_established(), pinged) {
                 (true, Some(sent)) => sent + idle.min(PING_GRACE),
                 (true, None) => last_read + idle,
                 (false, _) => negotiation_deadline,
@@ -215,10 +205,10 @@ impl Connection {
             let end = tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
-                    self.stream.fail(StreamError::SystemShutdown, Some("the server is shutting down"));
+                    self.x.stream.fail(StreamError::SystemShutdown, Some("the server is shutting down"));
                     Box::pin(self.pump(&mut &[][..])).await
                 }
-                msg = recv(&mut self.rx) => Box::pin(self.outbound(msg)).await,
+                msg = recv(&mut self.x.rx) => Box::pin(self.outbound(msg)).await,
                 _ = sleep_until(paused_until) => {
                     paused_until = None;
                     drain = true;
@@ -244,18 +234,18 @@ impl Connection {
                     Err(_) => Some(End::Broken),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    if self.stream.is_established() && pinged.is_none() {
+                    if self.x.stream.is_established() && pinged.is_none() {
                         // Silent for `idle`: ask before hanging up, as a client behind a NAT
                         // may just be quiet. An answer (any bytes) resets the clock.
                         pinged = Some(Instant::now());
                         Box::pin(self.ping()).await
                     } else {
-                        let text = if self.stream.is_established() {
+                        let text = if self.x.stream.is_established() {
                             "no answer to the idle ping"
                         } else {
                             "stream negotiation took too long"
                         };
-                        self.stream.fail(StreamError::ConnectionTimeout, Some(text));
+                        self.x.stream.fail(StreamError::ConnectionTimeout, Some(text));
                         Box::pin(self.pump(&mut &[][..])).await
                     }
                 }
@@ -298,10 +288,10 @@ impl Connection {
 
     /// Run the stream's actions over `input` until it needs more bytes.
     async fn pump(&mut self, input: &mut &[u8]) -> Option<End> {
-        while let Some(action) = self.stream.next_action(input) {
-            match action {
-                Action::Write(s) => self.out.push_str(&s),
-                Action::StartTls => {
+        while let Some(step) = self.x.next_step(input).await {
+            match step {
+                Step::Write(s) => self.out.push_str(&s),
+                Step::StartTls => {
                     if let Some(end) = self.flush().await {
                         return Some(end);
                     }
@@ -312,27 +302,7 @@ impl Connection {
                         return Some(end);
                     }
                 }
-                Action::Credentials { account, hash } => self.credentials(account, hash).await,
-                Action::AuthFailed { account } => {
-                    self.ctx.logins.failed(self.peer.ip(), account.as_deref());
-                    metrics::counter!("franca_c2s_auth_failures_total").increment(1);
-                }
-                Action::Authenticated { account } => {
-                    self.ctx.logins.succeeded(self.peer.ip(), &account);
-                    tracing::debug!(peer = %self.peer, %account, "authenticated");
-                }
-                Action::Bind { resource } => self.bind(resource).await,
-                Action::PreAuthIq(iq) => {
-                    let reply =
-                        (self.ctx.preauth)(self.ctx.server.clone(), self.peer.ip(), iq).await;
-                    self.stream.send_element(&reply);
-                }
-                Action::Stanza(stanza) => {
-                    if let Some(session) = &self.session {
-                        self.ctx.server.route_from_session(session, stanza).await;
-                    }
-                }
-                Action::Close => {
+                Step::Close => {
                     let _ = self.flush().await;
                     return Some(End::Closed);
                 }
@@ -341,75 +311,23 @@ impl Connection {
         self.flush().await
     }
 
-    async fn credentials(&mut self, account: String, hash: ScramHash) {
-        if let Err(remaining) = self.ctx.logins.check(self.peer.ip(), &account) {
-            let text = format!(
-                "too many failed logins; try again in {} seconds",
-                remaining.as_secs().max(1)
-            );
-            return self.stream.refuse_login(&text);
-        }
-        let keys = match self
-            .ctx
-            .server
-            .store
-            .credentials(&account, hash.name())
-            .await
-        {
-            Ok(creds) => creds.map(|c| ScramKeys {
-                hash,
-                salt: c.salt,
-                iterations: c.iterations,
-                stored_key: c.stored_key,
-                server_key: c.server_key,
-            }),
-            Err(e) => {
-                tracing::error!(%account, "credential lookup failed: {e}");
-                None
-            }
-        };
-        self.stream.provide_credentials(&account, keys);
-    }
-
-    async fn bind(&mut self, resource: Option<String>) {
-        let Some(account) = self.stream.account().map(str::to_owned) else {
-            return self.stream.bound(Err("not-allowed"));
-        };
-        let Ok(bare) = BareJid::new(&account) else {
-            return self.stream.bound(Err("internal-server-error"));
-        };
-        // The account may have been removed since it authenticated (`franca user remove`).
-        if self.ctx.server.removed_during_login(&bare) {
-            return self.stream.bound(Err("not-authorized"));
-        }
-        let resource = resource.unwrap_or_else(random_resource);
-        let Ok(full) = bare.with_resource_str(&resource) else {
-            return self.stream.bound(Err("bad-request"));
-        };
-        let bound = self.ctx.server.bind(full.clone()).await;
-        tracing::debug!(peer = %self.peer, jid = %full, tls = self.stream.is_tls(), "session bound");
-        self.session = Some(bound.session);
-        self.rx = Some(bound.rx);
-        self.stream.bound(Ok(full.as_str()));
-    }
-
     async fn upgrade(&mut self) -> Result<(), End> {
         // Move the socket out to hand it to the TLS acceptor.
         let Transport::Plain(tcp) = std::mem::replace(&mut self.io, Transport::Gone) else {
             return Err(End::Broken);
         };
-        let limits = &self.ctx.server.config.limits;
-        let timeout = Duration::from_secs(limits.negotiation_timeout_seconds);
-        match tokio::time::timeout(timeout, self.ctx.tls.acceptor.accept(tcp)).await {
+        let ctx = &self.x.ctx;
+        let timeout = Duration::from_secs(ctx.server.config.limits.negotiation_timeout_seconds);
+        match tokio::time::timeout(timeout, ctx.tls.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
-                let cb = channel_binding(tls.get_ref().1, &self.ctx.tls);
+                let cb = channel_binding(tls.get_ref().1, &ctx.tls);
                 self.io = Transport::Tls(Box::new(tls));
-                self.stream.tls_established(cb);
+                self.x.stream.tls_established(cb);
                 self.upgraded = true;
                 Ok(())
             }
             Ok(Err(e)) => {
-                tracing::debug!(peer = %self.peer, "STARTTLS handshake failed: {e}");
+                tracing::debug!(peer = %self.x.peer, "STARTTLS handshake failed: {e}");
                 Err(End::Broken)
             }
             Err(_) => Err(End::Broken),
@@ -418,16 +336,9 @@ impl Connection {
 
     /// XEP-0199 §4.2 server-to-client ping on an idle session.
     async fn ping(&mut self) -> Option<End> {
-        let Some(session) = &self.session else {
+        if !self.x.ping() {
             return None;
-        };
-        let ping = Element::new("iq", franca_proto::ns::NS_CLIENT)
-            .with_attr("type", "get")
-            .with_attr("id", "franca-idle-ping")
-            .with_attr("from", session.jid.domain().as_str())
-            .with_attr("to", session.jid.as_str())
-            .with_child(Element::new("ping", franca_proto::ns::NS_PING));
-        self.stream.send_element(&ping);
+        }
         self.pump(&mut &[][..]).await
     }
 
@@ -437,12 +348,12 @@ impl Connection {
             match msg {
                 Outbound::Xml(xml) => self.out.push_str(&xml),
                 Outbound::Close(error, text) => {
-                    self.stream.fail(error, text.as_deref());
+                    self.x.stream.fail(error, text.as_deref());
                     return self.pump(&mut &[][..]).await;
                 }
             }
             if self.out.len() < WRITE_BATCH {
-                next = self.rx.as_mut().and_then(|rx| rx.try_recv());
+                next = self.x.rx.as_mut().and_then(|rx| rx.try_recv());
             }
         }
         self.flush().await
@@ -482,22 +393,9 @@ async fn readable(io: &Transport, now: bool) -> std::io::Result<()> {
     if now { Ok(()) } else { io.readable().await }
 }
 
-async fn recv(rx: &mut Option<franca_core::outbox::Receiver>) -> Outbound {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-fn random_resource() -> String {
-    use rand::Rng;
-    let n: u64 = rand::thread_rng().r#gen();
-    format!("franca-{n:016x}")
 }

@@ -7,6 +7,7 @@ pub mod c2s;
 pub mod control;
 pub mod http;
 pub mod limits;
+mod stream;
 pub mod tls;
 
 use c2s::C2sContext;
