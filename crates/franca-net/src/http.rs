@@ -3,8 +3,10 @@
 //! (version 0.0.4) for scraping (DESIGN §1, §4 "Operations"). Plain HTTP/1.1 (RFC 9112) on axum;
 //! it carries no user data, so it is meant for a private interface.
 //!
-//! The XMPP-over-HTTP transports (WebSocket, RFC 7395; BOSH, XEP-0206) will join this router.
+//! XMPP over WebSocket (RFC 7395) is served here too, at `/xmpp-websocket`; BOSH (XEP-0206)
+//! will join it.
 
+use crate::c2s::C2sContext;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
@@ -13,6 +15,7 @@ use axum::routing::get;
 use franca_core::Server;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -64,13 +67,25 @@ struct AppState {
     metrics: PrometheusHandle,
 }
 
-/// The router (exposed for embedding in other listeners and for tests).
-pub fn router(server: Arc<Server>, metrics: PrometheusHandle) -> Router {
-    Router::new()
+/// The router (exposed for embedding in other listeners and for tests). With `c2s`, XMPP
+/// over WebSocket is served at `/xmpp-websocket` (RFC 7395).
+pub fn router(
+    server: Arc<Server>,
+    metrics: PrometheusHandle,
+    c2s: Option<Arc<C2sContext>>,
+) -> Router {
+    let ops = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
-        .with_state(AppState { server, metrics })
+        .with_state(AppState { server, metrics });
+    match c2s {
+        Some(ctx) => Router::new()
+            .route("/xmpp-websocket", get(crate::websocket::upgrade))
+            .with_state(ctx)
+            .merge(ops),
+        None => ops,
+    }
 }
 
 /// Serve the operations endpoints on `listener` until `shutdown` completes, then finish the
@@ -79,10 +94,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Arc<Server>,
     metrics: PrometheusHandle,
+    c2s: Option<Arc<C2sContext>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The caller logs the address with the other listeners.
-    axum::serve(listener, router(server, metrics))
+    // The caller logs the address with the other listeners. The peer address is kept for
+    // the WebSocket streams (login limits, loopback check).
+    let app = router(server, metrics, c2s).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -168,7 +186,7 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, server, handle, async {
+        let task = tokio::spawn(serve(listener, server, handle, None, async {
             let _ = stop_rx.await;
         }));
 

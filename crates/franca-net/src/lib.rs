@@ -1,6 +1,6 @@
-//! Franca's listeners and transports: c2s over TCP with STARTTLS or direct TLS (XEP-0368), the
-//! HTTP endpoint (health, Prometheus metrics), the local control socket for the CLI, and the
-//! connection and login limits that guard them. Transports only move bytes and stanzas: all IM
+//! Franca's listeners and transports: c2s over TCP with STARTTLS or direct TLS (XEP-0368), XMPP
+//! over WebSocket (RFC 7395), the HTTP endpoint (health, Prometheus metrics), the local control
+//! socket for the CLI, and the connection and login limits that guard them. Transports only move bytes and stanzas: all IM
 //! semantics are in `franca-core` and the module crates (DESIGN §2, "the router is the only road").
 
 pub mod c2s;
@@ -9,6 +9,7 @@ pub mod http;
 pub mod limits;
 mod stream;
 pub mod tls;
+pub mod websocket;
 
 use c2s::C2sContext;
 use limits::ConnectionLimiter;

@@ -110,16 +110,18 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
         )));
     }
     for l in http {
-        log_listener("HTTP (/health, /metrics)", &l);
+        log_listener("HTTP (/health, /metrics, /xmpp-websocket)", &l);
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn({
             let server = server.clone();
             let metrics = metrics.clone();
+            let ctx = ctx.clone();
             async move {
                 let stop = async move {
                     let _ = rx.changed().await;
                 };
-                if let Err(e) = franca_net::http::serve(l, server, metrics, stop).await {
+                let c2s = Some(ctx.clone());
+                if let Err(e) = franca_net::http::serve(l, server, metrics, c2s, stop).await {
                     tracing::error!("HTTP listener failed: {e}");
                 }
             }

@@ -17,3 +17,4 @@ mod config;
 mod harness;
 mod hostile;
 mod lifecycle;
+mod websocket;

@@ -1,0 +1,171 @@
+//! XMPP over WebSocket (RFC 7395) at `/xmpp-websocket` on the HTTP listener.
+//!
+//! The upgrade requires the `xmpp` subprotocol (§3.1). After it, each WebSocket text message
+//! is one XML document that the sans-IO [`C2sStream`] reads in its WebSocket framing, and each
+//! element it writes goes out as one message. Login, binding and routing are the same
+//! [`XmppStream`] TCP streams use; stanzas from the session queue, serialised once for a
+//! `jabber:client` stream, get their namespace spliced in ([`with_client_ns`]).
+//!
+//! A WebSocket stream is treated as secure (SASL allowed without STARTTLS, which RFC 7395
+//! §3.9 rules out) when the peer is on loopback: the reverse proxy that terminates TLS in
+//! front of this listener. Elsewhere authentication is refused until the `https` listener
+//! (wss://) exists.
+
+use crate::c2s::C2sContext;
+use crate::stream::{Step, XmppStream, recv};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use franca_core::Outbound;
+use franca_proto::c2s::{C2sOptions, C2sStream, Framing, with_client_ns};
+use franca_proto::errors::StreamError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The subprotocol of RFC 7395 §3.1.
+const SUBPROTOCOL: &str = "xmpp";
+/// tungstenite's buffers default to 128 KiB each; a chat connection needs far less.
+const BUFFER: usize = 4096;
+/// How long a client has to answer the idle ping.
+const PING_GRACE: Duration = Duration::from_secs(60);
+
+/// The upgrade handler.
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(ctx): State<Arc<C2sContext>>,
+) -> Response {
+    let ws = ws.protocols([SUBPROTOCOL]);
+    if ws.selected_protocol().is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "RFC 7395: the WebSocket subprotocol \"xmpp\" is required\n",
+        )
+            .into_response();
+    }
+    // A message is one stanza, so the stanza limit bounds messages and frames alike.
+    let max = ctx.server.config.limits.max_stanza_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(BUFFER)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| serve(ctx, socket, peer))
+}
+
+/// Why the loop ended.
+enum End {
+    /// The stream was closed (`<close/>` written where due).
+    Closed,
+    /// The WebSocket is gone.
+    Broken,
+}
+
+async fn serve(ctx: Arc<C2sContext>, mut socket: WebSocket, peer: SocketAddr) {
+    let options = C2sOptions {
+        framing: Framing::WebSocket,
+        secure: peer.ip().is_loopback(),
+        channel_binding: None,
+    };
+    let stream = C2sStream::with_options(ctx.stream.clone(), options);
+    let mut x = XmppStream::new(ctx, peer, stream);
+    if let End::Closed = run(&mut x, &mut socket).await {
+        let _ = socket.send(Message::Close(None)).await;
+    }
+    x.finish().await;
+}
+
+async fn run(x: &mut XmppStream, socket: &mut WebSocket) -> End {
+    let limits = &x.ctx.server.config.limits;
+    let negotiation_deadline =
+        Instant::now() + Duration::from_secs(limits.negotiation_timeout_seconds);
+    let idle = Duration::from_secs(limits.idle_timeout_seconds.max(1));
+    let mut shutdown = x.ctx.shutdown.clone();
+    let mut last_read = Instant::now();
+    let mut pinged: Option<Instant> = None;
+    loop {
+        let deadline = match (x.stream.is_established(), pinged) {
+            (true, Some(sent)) => sent + idle.min(PING_GRACE),
+            (true, None) => last_read + idle,
+            (false, _) => negotiation_deadline,
+        };
+        let end = tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                x.stream.fail(StreamError::SystemShutdown, Some("the server is shutting down"));
+                Box::pin(pump(x, socket, &[])).await
+            }
+            msg = recv(&mut x.rx) => Box::pin(outbound(x, socket, msg)).await,
+            frame = socket.recv() => {
+                last_read = Instant::now();
+                pinged = None;
+                match frame {
+                    Some(Ok(Message::Text(text))) => Box::pin(pump(x, socket, text.as_bytes())).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        x.stream.fail(StreamError::BadFormat, Some("RFC 7395 frames are text"));
+                        Box::pin(pump(x, socket, &[])).await
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Some(End::Broken),
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if x.stream.is_established() && pinged.is_none() {
+                    pinged = Some(Instant::now());
+                    if x.ping() { Box::pin(pump(x, socket, &[])).await } else { None }
+                } else {
+                    let text = if x.stream.is_established() {
+                        "no answer to the idle ping"
+                    } else {
+                        "stream negotiation took too long"
+                    };
+                    x.stream.fail(StreamError::ConnectionTimeout, Some(text));
+                    Box::pin(pump(x, socket, &[])).await
+                }
+            }
+        };
+        if let Some(end) = end {
+            return end;
+        }
+    }
+}
+
+/// Feed one message (or nothing, to collect what the stream queued) and write what it says.
+async fn pump(x: &mut XmppStream, socket: &mut WebSocket, frame: &[u8]) -> Option<End> {
+    let mut input = frame;
+    while let Some(step) = x.next_step(&mut input).await {
+        match step {
+            Step::Write(s) => {
+                if socket.send(Message::Text(s.into())).await.is_err() {
+                    return Some(End::Broken);
+                }
+            }
+            // Never offered over WebSocket (RFC 7395 §3.9); the stream refuses it itself.
+            Step::StartTls => return Some(End::Broken),
+            Step::Close => return Some(End::Closed),
+        }
+    }
+    None
+}
+
+async fn outbound(x: &mut XmppStream, socket: &mut WebSocket, first: Outbound) -> Option<End> {
+    let mut next = Some(first);
+    while let Some(msg) = next.take() {
+        match msg {
+            Outbound::Xml(xml) => {
+                let text = with_client_ns(&xml).into_owned();
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return Some(End::Broken);
+                }
+            }
+            Outbound::Close(error, text) => {
+                x.stream.fail(error, text.as_deref());
+                return pump(x, socket, &[]).await;
+            }
+        }
+        next = x.rx.as_mut().and_then(|rx| rx.try_recv());
+    }
+    None
+}
