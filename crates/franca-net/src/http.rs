@@ -68,7 +68,8 @@ struct AppState {
 }
 
 /// The router (exposed for embedding in other listeners and for tests). With `c2s`, XMPP
-/// over WebSocket is served at `/xmpp-websocket` (RFC 7395).
+/// over WebSocket is served at `/xmpp-websocket` (RFC 7395), and announced by XEP-0156 at
+/// `/.well-known/host-meta` and `/.well-known/host-meta.json`.
 pub fn router(
     server: Arc<Server>,
     metrics: PrometheusHandle,
@@ -82,6 +83,11 @@ pub fn router(
     match c2s {
         Some(ctx) => Router::new()
             .route("/xmpp-websocket", get(crate::websocket::upgrade))
+            .route("/.well-known/host-meta", get(crate::discovery::host_meta))
+            .route(
+                "/.well-known/host-meta.json",
+                get(crate::discovery::host_meta_json),
+            )
             .with_state(ctx)
             .merge(ops),
         None => ops,

@@ -5,6 +5,7 @@
 
 pub mod c2s;
 pub mod control;
+pub mod discovery;
 pub mod http;
 pub mod limits;
 mod stream;

@@ -169,3 +169,40 @@ fn rfc7395_a_message_over_the_stanza_limit_ends_the_connection() {
     assert!(ended);
     server.assert_serves();
 }
+
+#[test]
+fn xep0156_host_meta_announces_the_websocket_endpoint() {
+    use std::io::{Read, Write};
+    let server = Server::start_default();
+    for (path, needle) in [
+        (
+            "/.well-known/host-meta",
+            "<Link rel='urn:xmpp:alt-connections:websocket'",
+        ),
+        (
+            "/.well-known/host-meta.json",
+            "\"rel\":\"urn:xmpp:alt-connections:websocket\"",
+        ),
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", server.http)).expect("connect");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: chat.example\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("response");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains(needle), "{response}");
+        assert!(
+            response.contains("wss://chat.example/xmpp-websocket"),
+            "{response}"
+        );
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains("access-control-allow-origin: *"),
+            "{response}"
+        );
+    }
+}
