@@ -123,7 +123,12 @@ impl Worker {
     }
 
     async fn run(&mut self, cmd: Command) {
-        self.shared.measure_from_ns.store(now_ns(), Relaxed);
+        // Each command measures what was sent from its start on, except `Collect`: it gathers
+        // the tail of the step before it (M4's presences stamped during the storm and
+        // delivered after it), which a new start would silently drop from the count.
+        if !matches!(cmd, Command::Collect { .. }) {
+            self.shared.measure_from_ns.store(now_ns(), Relaxed);
+        }
         match cmd {
             Command::Register { concurrency } => self.register(concurrency).await,
             Command::Login {
