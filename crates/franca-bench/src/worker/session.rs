@@ -165,6 +165,26 @@ impl State {
     }
 }
 
+/// Handles every complete stanza already read; true when the server ended the stream.
+fn handle_buffered(
+    x: &mut Xmpp,
+    me: &Me,
+    st: &mut State,
+    shared: &Shared,
+    out: &mut String,
+) -> bool {
+    let now = now_ns();
+    let mut ended = false;
+    while let Some(ev) = x.poll_event() {
+        match ev {
+            Event::Stanza(a, b) => handle(&x.buf[a..b], now, me, st, shared, out),
+            Event::StreamEnd => ended = true,
+            Event::StreamStart(..) => {}
+        }
+    }
+    ended
+}
+
 /// Runs the session until it is closed (by us or the server).
 pub async fn run(
     mut x: Xmpp,
@@ -177,6 +197,14 @@ pub async fn run(
     let mut out = String::new();
     for (t, s) in pending {
         handle(&s, t, &me, &mut st, &shared, &mut out);
+    }
+    // The read that brought the login's last answer may have brought stanzas after it: they
+    // are parsed and waiting in `x.buf`, and would otherwise be seen only when more bytes
+    // arrive, which for the last logins of a storm is never (M4 counted them as lost).
+    if handle_buffered(&mut x, &me, &mut st, &shared, &mut out) {
+        shared.error("server ended the stream");
+        shared.up.fetch_sub(1, Relaxed);
+        return;
     }
     let mut open = true;
     loop {
@@ -212,18 +240,7 @@ pub async fn run(
                     Err(e) => { shared.error(e); break; }
                     Ok(_) => {}
                 }
-                let now = now_ns();
-                let mut ended = false;
-                while let Some(ev) = x.poll_event() {
-                    match ev {
-                        Event::Stanza(a, b) => {
-                            handle(&x.buf[a..b], now, &me, &mut st, &shared, &mut out);
-                        }
-                        Event::StreamEnd => ended = true,
-                        Event::StreamStart(..) => {}
-                    }
-                }
-                if ended {
+                if handle_buffered(&mut x, &me, &mut st, &shared, &mut out) {
                     shared.error("server ended the stream");
                     break;
                 }
