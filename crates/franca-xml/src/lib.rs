@@ -12,6 +12,7 @@
 //! stream after SASL without losing pipelined bytes, and it releases rxml's buffers when
 //! idle so that a quiet connection costs little memory.
 
+mod document;
 mod element;
 mod error;
 mod reader;
@@ -19,6 +20,7 @@ mod reader;
 mod roundtrip;
 mod writer;
 
+pub use document::read_document;
 pub use element::{Element, Node};
 pub use error::XmlError;
 pub use reader::{Event, Limits, StreamHeader, StreamReader};

@@ -6,7 +6,7 @@
 //! synthetic stream: the reader then enforces the same byte, depth and attribute limits and
 //! refuses DTDs, entities, PIs and comments exactly as it does for TCP clients.
 
-use franca_xml::{Element, Event, Limits, Node, StreamReader, escape_attr};
+use franca_xml::{Element, Limits, Node, escape_attr};
 
 use super::{BoshConfig, Condition, HttpResponse};
 use crate::ns::{NS_CLIENT, NS_HTTPBIND, NS_STREAMS, NS_XBOSH};
@@ -17,10 +17,6 @@ pub const MAX_RID: u64 = 9_007_199_254_740_991;
 /// Opening and closing of the synthetic stream around a request body. The prefix is unusual
 /// so a body cannot close the wrapper by accident; one that does so on purpose produces an
 /// extra event and is refused.
-const WRAP_OPEN: &[u8] =
-    b"<bosh-wrapper:stream xmlns:bosh-wrapper='http://etherx.jabber.org/streams'>";
-const WRAP_CLOSE: &[u8] = b"</bosh-wrapper:stream>";
-
 /// A parsed request `<body/>`.
 ///
 /// Attributes the server does not act on (`content`, `from`, `route`, `key`, …) are not kept.
@@ -95,76 +91,23 @@ pub fn parse_body(bytes: &[u8], config: &BoshConfig) -> Result<Body, BodyError> 
 }
 
 fn read_document(bytes: &[u8], config: &BoshConfig) -> Result<Element, BodyError> {
-    let mut reader = StreamReader::new(Limits {
+    let limits = Limits {
         // The body element is the "stanza"; its children sit one level deeper than over TCP.
         max_stanza_bytes: config.max_body_bytes,
         max_depth: config.limits.max_depth.saturating_add(1),
         // A creation request carries about fifteen attributes and declarations.
         max_attrs: config.limits.max_attrs.max(32),
-    });
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let (decl, rest) = split_declaration(bytes)?;
-    let mut events = Vec::new();
-    for chunk in [decl, WRAP_OPEN, rest] {
-        feed_all(&mut reader, chunk, &mut events)?;
-    }
-    if !reader.is_idle() {
-        return Err(BodyError::bad("incomplete XML document"));
-    }
-    feed_all(&mut reader, WRAP_CLOSE, &mut events)?;
-    let mut events = events.into_iter();
-    match (events.next(), events.next(), events.next(), events.next()) {
-        (Some(Event::StreamStart(_)), Some(Event::Stanza(el)), Some(Event::StreamEnd), None) => {
-            Ok(el)
-        }
-        _ => Err(BodyError::bad("expected exactly one <body/> element")),
-    }
-}
-
-/// Splits off an XML declaration, which must stay in front of the synthetic stream header.
-fn split_declaration(bytes: &[u8]) -> Result<(&[u8], &[u8]), BodyError> {
-    let is_decl = bytes.starts_with(b"<?xml")
-        && bytes
-            .get(5)
-            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
-    if !is_decl {
-        return Ok((&[], bytes));
-    }
-    // A declaration is short; do not scan a huge body for its end.
-    let end = bytes
-        .windows(2)
-        .take(512)
-        .position(|w| w == b"?>")
-        .ok_or_else(|| BodyError::bad("unterminated XML declaration"))?;
-    Ok(bytes.split_at(end + 2))
-}
-
-fn feed_all(
-    reader: &mut StreamReader,
-    mut input: &[u8],
-    events: &mut Vec<Event>,
-) -> Result<(), BodyError> {
-    loop {
-        match reader.feed(&mut input) {
-            Ok(Some(ev)) => {
-                events.push(ev);
-                // Anything beyond wrapper + body + end is refused anyway; stop collecting.
-                if events.len() > 3 {
-                    return Err(BodyError::bad("more than one root element"));
-                }
-            }
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                let condition = match e {
-                    franca_xml::XmlError::PolicyViolation(_) => Condition::PolicyViolation,
-                    _ => Condition::BadRequest,
-                };
-                return Err(BodyError {
-                    condition,
-                    reason: e.to_string(),
-                });
-            }
-        }
+    };
+    match franca_xml::read_document(bytes, limits, None) {
+        Ok(Some(el)) => Ok(el),
+        Ok(None) => Err(BodyError::bad("expected exactly one <body/> element")),
+        Err(e) => Err(BodyError {
+            condition: match e {
+                franca_xml::XmlError::PolicyViolation(_) => Condition::PolicyViolation,
+                _ => Condition::BadRequest,
+            },
+            reason: e.to_string(),
+        }),
     }
 }
 

@@ -6,108 +6,26 @@
 //! binding) is the RFC 6120 state machine in `c2s.rs`; this module only reads a message into
 //! an [`Element`] and writes elements as standalone messages.
 //!
-//! A message is read the way `bosh::body` reads a request body: as the one stanza of a
-//! synthetic stream, so the byte, depth and attribute limits are the ones TCP clients get, and
-//! DTDs, entities, PIs and comments are refused by the same reader.
+//! A message is read with `franca_xml::read_document`, as `bosh::body` reads a request body:
+//! the byte, depth and attribute limits are the ones TCP clients get, and DTDs, entities, PIs
+//! and comments are refused by the same reader.
 
 use std::borrow::Cow;
 
-use franca_xml::{Element, Event, Limits, Node, StreamReader, XmlError, escape_attr, escape_text};
+use franca_xml::{Element, Limits, Node, XmlError, escape_attr, escape_text};
 
-use crate::ns::{NS_FRAMING, NS_STREAMS};
-
-/// The synthetic stream a message is read in. Its default namespace is `jabber:client`, the
-/// content namespace of the TCP stream this framing replaces, so a client that leaves a stanza
-/// unqualified is read as it would be over TCP (Prosody is equally lenient); `<open/>` and
-/// `<close/>` must still name the framing namespace. The prefix is unusual so that a message
-/// cannot close the wrapper by accident; one that does so on purpose yields an extra event and
-/// is refused.
-const WRAP_OPEN: &[u8] = b"<ws-frame:stream xmlns:ws-frame='http://etherx.jabber.org/streams' \
-    xmlns='jabber:client'>";
-const WRAP_CLOSE: &[u8] = b"</ws-frame:stream>";
+use crate::ns::{NS_CLIENT, NS_FRAMING, NS_STREAMS};
 
 /// `xmlns='jabber:client'` as [`with_client_ns`] inserts it.
 const CLIENT_NS_ATTR: &str = " xmlns='jabber:client'";
 
 /// Reads one WebSocket message: its single root element, or `None` for a message of only
-/// whitespace. `limits.max_stanza_bytes` bounds the whole message.
+/// whitespace. `limits.max_stanza_bytes` bounds the whole message. Unprefixed elements are
+/// read in `jabber:client`, the content namespace of the TCP stream this framing replaces, so
+/// a client that leaves a stanza unqualified is read as it would be over TCP (Prosody is
+/// equally lenient); `<open/>` and `<close/>` must still name the framing namespace.
 pub(super) fn read_frame(frame: &[u8], limits: Limits) -> Result<Option<Element>, XmlError> {
-    if frame.len() > limits.max_stanza_bytes {
-        return Err(XmlError::PolicyViolation(format!(
-            "message larger than {} bytes",
-            limits.max_stanza_bytes
-        )));
-    }
-    let (decl, rest) = split_declaration(frame)?;
-    let mut reader = StreamReader::new(Limits {
-        // The wrapper's own two declarations must fit, whatever the configured limit.
-        max_attrs: limits.max_attrs.max(2),
-        ..limits
-    });
-    let mut events = Vec::with_capacity(3);
-    for chunk in [decl, WRAP_OPEN, rest] {
-        feed_all(&mut reader, chunk, &mut events)?;
-    }
-    if !reader.is_idle() {
-        return Err(XmlError::NotWellFormed(
-            "the message does not end with its root element".into(),
-        ));
-    }
-    feed_all(&mut reader, WRAP_CLOSE, &mut events)?;
-    let mut events = events.into_iter();
-    match (events.next(), events.next(), events.next(), events.next()) {
-        (Some(Event::StreamStart(_)), Some(Event::Stanza(el)), Some(Event::StreamEnd), None) => {
-            Ok(Some(el))
-        }
-        (Some(Event::StreamStart(_)), Some(Event::StreamEnd), None, None) => Ok(None),
-        _ => Err(one_root()),
-    }
-}
-
-fn one_root() -> XmlError {
-    XmlError::NotWellFormed("a message must hold exactly one element".into())
-}
-
-fn feed_all(
-    reader: &mut StreamReader,
-    mut input: &[u8],
-    events: &mut Vec<Event>,
-) -> Result<(), XmlError> {
-    loop {
-        match reader.feed(&mut input) {
-            Ok(Some(ev)) => {
-                events.push(ev);
-                // Wrapper start, root, wrapper end: a fourth event is a second root (or worse),
-                // so stop before a message of many small elements builds them all.
-                if events.len() > 3 {
-                    return Err(one_root());
-                }
-            }
-            Ok(None) => return Ok(()),
-            // Text beside the root is "between stanzas" to the reader, but in a message it
-            // makes the document itself not well-formed.
-            Err(XmlError::BadFormat(msg)) => return Err(XmlError::NotWellFormed(msg)),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Splits off an XML declaration, which has to stay in front of the wrapper's start tag.
-fn split_declaration(frame: &[u8]) -> Result<(&[u8], &[u8]), XmlError> {
-    let is_decl = frame.starts_with(b"<?xml")
-        && frame
-            .get(5)
-            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
-    if !is_decl {
-        return Ok((&[], frame));
-    }
-    // A declaration is short; do not scan a large message for its end.
-    let end = frame
-        .windows(2)
-        .take(256)
-        .position(|w| w == b"?>")
-        .ok_or_else(|| XmlError::NotWellFormed("unterminated XML declaration".into()))?;
-    Ok(frame.split_at(end + 2))
+    franca_xml::read_document(frame, limits, Some(NS_CLIENT))
 }
 
 /// Our `<open/>` (RFC 7395 §3.4), the counterpart of the TCP stream header.
@@ -290,15 +208,9 @@ mod tests {
     }
 
     fn read_strict(m: &str) -> Element {
-        let mut reader = StreamReader::new(Limits::default());
-        let mut events = Vec::new();
-        let wrapped =
-            format!("<w:stream xmlns:w='http://etherx.jabber.org/streams'>{m}</w:stream>");
-        feed_all(&mut reader, wrapped.as_bytes(), &mut events).unwrap();
-        match &events[..] {
-            [Event::StreamStart(_), Event::Stanza(el), Event::StreamEnd] => el.clone(),
-            other => panic!("{m} is not one element: {other:?}"),
-        }
+        franca_xml::read_document(m.as_bytes(), Limits::default(), None)
+            .unwrap_or_else(|e| panic!("{m} is not one element: {e}"))
+            .unwrap_or_else(|| panic!("{m} is empty"))
     }
 
     fn closed_with(actions: &[Action], condition: &str) {
