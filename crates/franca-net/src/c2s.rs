@@ -9,7 +9,7 @@
 //! own state while it waits stays small, instead of reserving room for the deepest await.
 
 use crate::limits::{ConnectionGuard, LoginLimiter, ReadRate};
-use crate::stream::{Step, XmppStream, recv};
+use crate::stream::{Clock, Step, XmppStream, recv};
 use crate::tls::{Tls, channel_binding};
 use franca_core::{Outbound, Server};
 use franca_proto::c2s::{C2sConfig, C2sStream};
@@ -45,9 +45,6 @@ pub struct C2sContext {
 
 /// Bytes read per system call; the buffer exists only while data is flowing.
 const READ_CHUNK: usize = 4096;
-/// Longest time a client has to answer the idle ping before the stream is closed (shorter when
-/// the idle timeout itself is shorter).
-const PING_GRACE: Duration = Duration::from_secs(60);
 /// Write-buffer capacity kept between flushes (a typical chat message fits).
 const OUT_KEEP: usize = 512;
 /// Most bytes written per batch drained from the outbound queue.
@@ -183,25 +180,15 @@ pub async fn serve(
 
 impl Connection {
     async fn run(&mut self) {
-        let limits = &self.x.ctx.server.config.limits;
-        let negotiation_deadline =
-            Instant::now() + Duration::from_secs(limits.negotiation_timeout_seconds);
-        let idle = Duration::from_secs(limits.idle_timeout_seconds.max(1));
+        let mut clock = Clock::new(&self.x.ctx.server.config.limits);
         let mut shutdown = self.x.ctx.shutdown.clone();
-        let mut last_read = Instant::now();
-        // When the idle ping went out (XEP-0199 §4.2); any bytes from the client answer it.
-        let mut pinged: Option<Instant> = None;
         let mut paused_until: Option<Instant> = None;
         // The TLS layer can hold decrypted bytes the socket no longer signals (read along with
         // the handshake, or left after a burst was cut short), so after those moments the
         // stream is drained before waiting on socket readiness again.
         let mut drain = matches!(self.io, Transport::Tls(_));
         loop {
-            let deadline = match (self.x.stream.is_established(), pinged) {
-                (true, Some(sent)) => sent + idle.min(PING_GRACE),
-                (true, None) => last_read + idle,
-                (false, _) => negotiation_deadline,
-            };
+            let deadline = clock.deadline(self.x.stream.is_established());
             let end = tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
@@ -221,8 +208,7 @@ impl Connection {
                             drain = matches!(read, Read::More) || self.upgraded;
                             self.upgraded = false;
                             if n > 0 {
-                                last_read = Instant::now();
-                                pinged = None;
+                                clock.heard();
                             }
                             if let Some(pause) = self.rate.consume(n) {
                                 paused_until = Some(Instant::now() + pause);
@@ -234,20 +220,8 @@ impl Connection {
                     Err(_) => Some(End::Broken),
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    if self.x.stream.is_established() && pinged.is_none() {
-                        // Silent for `idle`: ask before hanging up, as a client behind a NAT
-                        // may just be quiet. An answer (any bytes) resets the clock.
-                        pinged = Some(Instant::now());
-                        Box::pin(self.ping()).await
-                    } else {
-                        let text = if self.x.stream.is_established() {
-                            "no answer to the idle ping"
-                        } else {
-                            "stream negotiation took too long"
-                        };
-                        self.x.stream.fail(StreamError::ConnectionTimeout, Some(text));
-                        Box::pin(self.pump(&mut &[][..])).await
-                    }
+                    clock.expired(&mut self.x);
+                    Box::pin(self.pump(&mut &[][..])).await
                 }
             };
             if let Some(end) = end {
@@ -332,14 +306,6 @@ impl Connection {
             }
             Err(_) => Err(End::Broken),
         }
-    }
-
-    /// XEP-0199 §4.2 server-to-client ping on an idle session.
-    async fn ping(&mut self) -> Option<End> {
-        if !self.x.ping() {
-            return None;
-        }
-        self.pump(&mut &[][..]).await
     }
 
     async fn outbound(&mut self, first: Outbound) -> Option<End> {

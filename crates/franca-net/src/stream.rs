@@ -8,11 +8,14 @@ use crate::c2s::C2sContext;
 use franca_core::Session;
 use franca_core::outbox::Receiver;
 use franca_proto::c2s::{Action, C2sStream};
+use franca_proto::errors::StreamError;
 use franca_proto::sasl::{ScramHash, ScramKeys};
 use franca_xml::Element;
 use jid::BareJid;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// An action only the transport can carry out.
 pub(crate) enum Step {
@@ -130,10 +133,9 @@ impl XmppStream {
     }
 
     /// XEP-0199 §4.2 server-to-client ping on an idle session; queued in the stream's output.
-    /// False when there is no session to ping.
-    pub fn ping(&mut self) -> bool {
+    fn ping(&mut self) {
         let Some(session) = &self.session else {
-            return false;
+            return;
         };
         let ping = Element::new("iq", franca_proto::ns::NS_CLIENT)
             .with_attr("type", "get")
@@ -142,7 +144,6 @@ impl XmppStream {
             .with_attr("to", session.jid.as_str())
             .with_child(Element::new("ping", franca_proto::ns::NS_PING));
         self.stream.send_element(&ping);
-        true
     }
 
     /// The connection is gone: unbind the session and run the closing hooks.
@@ -150,6 +151,66 @@ impl XmppStream {
         if let Some(session) = self.session.take() {
             Box::pin(self.ctx.server.session_closed(&session)).await;
         }
+    }
+}
+
+/// Longest time a client has to answer the idle ping before the stream is closed (shorter when
+/// the idle timeout itself is shorter).
+const PING_GRACE: Duration = Duration::from_secs(60);
+
+/// The clocks of one stream: negotiation must finish in time, and an established stream that
+/// stays silent is pinged (XEP-0199 §4.2), then closed if the ping goes unanswered.
+pub(crate) struct Clock {
+    negotiation_deadline: Instant,
+    idle: Duration,
+    last_read: Instant,
+    /// When the idle ping went out; any bytes from the client answer it.
+    pinged: Option<Instant>,
+}
+
+impl Clock {
+    pub fn new(limits: &franca_core::config::LimitsConfig) -> Clock {
+        let now = Instant::now();
+        Clock {
+            negotiation_deadline: now + Duration::from_secs(limits.negotiation_timeout_seconds),
+            idle: Duration::from_secs(limits.idle_timeout_seconds.max(1)),
+            last_read: now,
+            pinged: None,
+        }
+    }
+
+    /// When [`Clock::expired`] is due.
+    pub fn deadline(&self, established: bool) -> Instant {
+        match (established, self.pinged) {
+            (true, Some(sent)) => sent + self.idle.min(PING_GRACE),
+            (true, None) => self.last_read + self.idle,
+            (false, _) => self.negotiation_deadline,
+        }
+    }
+
+    /// The client sent something.
+    pub fn heard(&mut self) {
+        self.last_read = Instant::now();
+        self.pinged = None;
+    }
+
+    /// The deadline passed: queue the idle ping, or fail the stream with
+    /// `<connection-timeout/>`. Either way the caller pumps the stream to write it.
+    pub fn expired(&mut self, x: &mut XmppStream) {
+        let established = x.stream.is_established();
+        if established && self.pinged.is_none() {
+            // Silent for `idle`: ask before hanging up, as a client behind a NAT may just be
+            // quiet. An answer (any bytes) resets the clock.
+            self.pinged = Some(Instant::now());
+            x.ping();
+            return;
+        }
+        let text = if established {
+            "no answer to the idle ping"
+        } else {
+            "stream negotiation took too long"
+        };
+        x.stream.fail(StreamError::ConnectionTimeout, Some(text));
     }
 }
 

@@ -12,7 +12,7 @@
 //! (wss://) exists.
 
 use crate::c2s::C2sContext;
-use crate::stream::{Step, XmppStream, recv};
+use crate::stream::{Clock, Step, XmppStream, recv};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
@@ -22,15 +22,11 @@ use franca_proto::c2s::{C2sOptions, C2sStream, Framing, with_client_ns};
 use franca_proto::errors::StreamError;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::time::Instant;
 
 /// The subprotocol of RFC 7395 §3.1.
 const SUBPROTOCOL: &str = "xmpp";
 /// tungstenite's buffers default to 128 KiB each; a chat connection needs far less.
 const BUFFER: usize = 4096;
-/// How long a client has to answer the idle ping.
-const PING_GRACE: Duration = Duration::from_secs(60);
 
 /// The upgrade handler.
 pub async fn upgrade(
@@ -78,19 +74,10 @@ async fn serve(ctx: Arc<C2sContext>, mut socket: WebSocket, peer: SocketAddr) {
 }
 
 async fn run(x: &mut XmppStream, socket: &mut WebSocket) -> End {
-    let limits = &x.ctx.server.config.limits;
-    let negotiation_deadline =
-        Instant::now() + Duration::from_secs(limits.negotiation_timeout_seconds);
-    let idle = Duration::from_secs(limits.idle_timeout_seconds.max(1));
+    let mut clock = Clock::new(&x.ctx.server.config.limits);
     let mut shutdown = x.ctx.shutdown.clone();
-    let mut last_read = Instant::now();
-    let mut pinged: Option<Instant> = None;
     loop {
-        let deadline = match (x.stream.is_established(), pinged) {
-            (true, Some(sent)) => sent + idle.min(PING_GRACE),
-            (true, None) => last_read + idle,
-            (false, _) => negotiation_deadline,
-        };
+        let deadline = clock.deadline(x.stream.is_established());
         let end = tokio::select! {
             biased;
             _ = shutdown.changed() => {
@@ -99,8 +86,7 @@ async fn run(x: &mut XmppStream, socket: &mut WebSocket) -> End {
             }
             msg = recv(&mut x.rx) => Box::pin(outbound(x, socket, msg)).await,
             frame = socket.recv() => {
-                last_read = Instant::now();
-                pinged = None;
+                clock.heard();
                 match frame {
                     Some(Ok(Message::Text(text))) => Box::pin(pump(x, socket, text.as_bytes())).await,
                     Some(Ok(Message::Binary(_))) => {
@@ -112,18 +98,8 @@ async fn run(x: &mut XmppStream, socket: &mut WebSocket) -> End {
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                if x.stream.is_established() && pinged.is_none() {
-                    pinged = Some(Instant::now());
-                    if x.ping() { Box::pin(pump(x, socket, &[])).await } else { None }
-                } else {
-                    let text = if x.stream.is_established() {
-                        "no answer to the idle ping"
-                    } else {
-                        "stream negotiation took too long"
-                    };
-                    x.stream.fail(StreamError::ConnectionTimeout, Some(text));
-                    Box::pin(pump(x, socket, &[])).await
-                }
+                clock.expired(x);
+                Box::pin(pump(x, socket, &[])).await
             }
         };
         if let Some(end) = end {
