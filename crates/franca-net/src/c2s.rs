@@ -8,7 +8,7 @@
 //! work done on each wake-up (reading, routing, writing) runs in a boxed future: the task's
 //! own state while it waits stays small, instead of reserving room for the deepest await.
 
-use crate::limits::{ConnectionGuard, LoginLimiter, ReadRate};
+use crate::limits::{ConnectionGuard, ConnectionLimiter, LoginLimiter, ReadRate};
 use crate::stream::{Clock, Step, XmppStream, recv};
 use crate::tls::{Tls, channel_binding};
 use franca_core::{Outbound, Server};
@@ -39,6 +39,8 @@ pub struct C2sContext {
     pub stream: Arc<C2sConfig>,
     pub tls: Arc<Tls>,
     pub logins: Arc<LoginLimiter>,
+    /// Connections per address, shared by every c2s transport (TCP and WebSocket).
+    pub connections: Arc<ConnectionLimiter>,
     pub preauth: PreAuthHandler,
     pub shutdown: watch::Receiver<bool>,
 }

@@ -42,13 +42,26 @@ pub async fn upgrade(
         )
             .into_response();
     }
+    // The same per-address budget as TCP streams: a WebSocket is a c2s stream too.
+    let Some(guard) = ctx.connections.try_acquire(peer.ip()) else {
+        metrics::counter!("franca_c2s_connections_refused_total").increment(1);
+        tracing::warn!(%peer, "too many connections from this address (WebSocket)");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your address\n",
+        )
+            .into_response();
+    };
     // A message is one stanza, so the stanza limit bounds messages and frames alike.
     let max = ctx.server.config.limits.max_stanza_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| serve(ctx, socket, peer))
+        .on_upgrade(move |socket| async move {
+            serve(ctx, socket, peer).await;
+            drop(guard);
+        })
 }
 
 /// Why the loop ended.

@@ -76,10 +76,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
             limits.max_failed_logins,
             Duration::from_secs(limits.lockout_seconds),
         )),
+        connections: Arc::new(ConnectionLimiter::new(limits.max_connections_per_ip)),
         preauth,
         shutdown: shutdown_rx.clone(),
     });
-    let connections = Arc::new(ConnectionLimiter::new(limits.max_connections_per_ip));
+    let connections = ctx.connections.clone();
 
     let c2s = franca_net::bind_all("c2s", &listen.c2s)
         .await

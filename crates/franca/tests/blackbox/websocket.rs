@@ -206,3 +206,28 @@ fn xep0156_host_meta_announces_the_websocket_endpoint() {
         );
     }
 }
+
+#[test]
+fn websocket_streams_share_the_per_address_connection_limit() {
+    let mut server =
+        Server::start_with(crate::harness::Options::default().limit("max_connections_per_ip", 2));
+    let _a = Ws::connect(&server, Some("xmpp")).expect("first WebSocket");
+    let _b = Ws::connect(&server, Some("xmpp")).expect("second WebSocket");
+    match Ws::connect(&server, Some("xmpp")) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        Err(e) => panic!("expected HTTP 429, got {e}"),
+        Ok(_) => panic!("a third connection from one address was accepted"),
+    }
+    drop(_a);
+    drop(_b);
+    // The budget comes back when the streams end; the harness check logs in over TCP.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Ws::connect(&server, Some("xmpp")).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the connection budget never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.assert_serves();
+}
