@@ -18,7 +18,7 @@ use franca_core::{Flow, Module, Server, Session, SessionEvent};
 use franca_proto::errors::{StanzaError, StanzaErrorCondition as Cond};
 use franca_proto::ns::{NS_CLIENT, NS_DELAY, NS_HINTS, NS_OFFLINE};
 use franca_store::StoreError;
-use franca_xml::{Element, Event, Limits, NS_STREAMS, StreamReader};
+use franca_xml::{Element, Limits};
 use jid::BareJid;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -110,22 +110,14 @@ const MAX_PER_DELIVERY: usize = OUTBOUND_QUEUE / 2;
 /// Parse one element stored as XML by this server (offline messages, vCards). The store is
 /// trusted, but a damaged row must not take the server down: `None` when it does not parse.
 pub(crate) fn parse_stored(xml: &str) -> Option<Element> {
-    let header = format!("<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>");
     let limits = Limits {
-        max_stanza_bytes: xml.len().saturating_add(header.len()).saturating_add(1024),
+        max_stanza_bytes: xml.len().saturating_add(1024),
         max_depth: 1024,
         max_attrs: 1024,
     };
-    let mut reader = StreamReader::new(limits);
-    let mut input = header.as_bytes();
-    if !matches!(reader.feed(&mut input), Ok(Some(Event::StreamStart(_)))) {
-        return None;
-    }
-    let mut input = xml.as_bytes();
-    match reader.feed(&mut input) {
-        Ok(Some(Event::Stanza(el))) => Some(el),
-        _ => None,
-    }
+    franca_xml::read_document(xml.as_bytes(), limits, Some(NS_CLIENT))
+        .ok()
+        .flatten()
 }
 
 /// Whether `message` carries anything a user would want later.

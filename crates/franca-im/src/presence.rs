@@ -20,9 +20,9 @@ use crate::roster;
 use franca_core::session::{next_presence_seq, serialise};
 use franca_core::{Flow, Module, Server, Session, SessionEvent};
 use franca_proto::errors::{StanzaError, StanzaErrorCondition as Cond};
-use franca_proto::ns::{NS_CLIENT, NS_STREAMS};
+use franca_proto::ns::NS_CLIENT;
 use franca_store::{RosterItem, StoreError, Subscription};
-use franca_xml::{Element, Event, Limits, StreamReader};
+use franca_xml::{Element, Limits};
 use jid::{BareJid, FullJid, Jid};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -1011,18 +1011,9 @@ fn stored_request(xml: &str, from: &str, to: &BareJid) -> Element {
 /// Parse one serialised stanza (as written by [`Element::to_xml`]) with the stream reader, so
 /// stored XML passes the same limits as XML off the wire.
 pub(crate) fn parse_stanza(xml: &str) -> Option<Element> {
-    let mut reader = StreamReader::new(Limits::default());
-    let header = format!("<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>");
-    let mut input = header.as_bytes();
-    match reader.feed(&mut input) {
-        Ok(Some(Event::StreamStart(_))) => {}
-        _ => return None,
-    }
-    let mut input = xml.as_bytes();
-    match reader.feed(&mut input) {
-        Ok(Some(Event::Stanza(el))) => Some(el),
-        _ => None,
-    }
+    franca_xml::read_document(xml.as_bytes(), Limits::default(), Some(NS_CLIENT))
+        .ok()
+        .flatten()
 }
 #[cfg(test)]
 mod tests {

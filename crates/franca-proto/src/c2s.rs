@@ -898,7 +898,8 @@ mod tests {
         out
     }
 
-    fn written(actions: &[Action]) -> String {
+    /// The bytes written, one entry per [`Action::Write`] (one message over WebSocket).
+    pub(super) fn messages(actions: &[Action]) -> Vec<&str> {
         actions
             .iter()
             .filter_map(|a| match a {
@@ -906,6 +907,10 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    fn written(actions: &[Action]) -> String {
+        messages(actions).concat()
     }
 
     pub(super) fn keys(password: &str) -> ScramKeys {

@@ -239,26 +239,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use franca_xml::{Event, Limits, StreamReader};
+    use franca_xml::Limits;
 
     fn el(xml: &str) -> Element {
-        let mut r = StreamReader::new(Limits {
-            max_stanza_bytes: 8192,
-            max_depth: 16,
-            max_attrs: 8,
-        });
-        let stream = format!(
-            "<stream:stream xmlns='jabber:client' \
-             xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>{xml}"
-        );
-        let mut bytes = stream.as_bytes();
-        loop {
-            match r.feed(&mut bytes).unwrap() {
-                Some(Event::Stanza(e)) => return e,
-                Some(_) => {}
-                None => panic!("no element in {xml}"),
-            }
-        }
+        franca_xml::read_document(xml.as_bytes(), Limits::default(), Some(NS_CLIENT))
+            .unwrap()
+            .unwrap_or_else(|| panic!("no element in {xml}"))
     }
 
     fn urgency(xml: &str) -> Urgency {

@@ -577,27 +577,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use franca_xml::{Event, Limits, StreamReader};
+    use franca_xml::Limits;
 
     /// Parses one element as a client would send it inside a `jabber:client` stream.
     fn el(xml: &str) -> Element {
-        let mut r = StreamReader::new(Limits {
-            max_stanza_bytes: 4096,
-            max_depth: 8,
-            max_attrs: 8,
-        });
-        let stream = format!(
-            "<stream:stream xmlns='jabber:client' \
-             xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>{xml}"
-        );
-        let mut bytes = stream.as_bytes();
-        loop {
-            match r.feed(&mut bytes).unwrap() {
-                Some(Event::Stanza(e)) => return e,
-                Some(_) => {}
-                None => panic!("no element in {xml}"),
-            }
-        }
+        franca_xml::read_document(xml.as_bytes(), Limits::default(), Some(NS_CLIENT))
+            .unwrap()
+            .unwrap_or_else(|| panic!("no element in {xml}"))
     }
 
     fn xml(e: &Element) -> String {

@@ -159,7 +159,7 @@ mod tests {
     //! check, and the pieces they are built from.
     #![allow(clippy::unwrap_used)]
 
-    use super::super::tests::{config, keys, run, scram_client, tls_binding};
+    use super::super::tests::{config, keys, messages, run, scram_client, tls_binding};
     use super::super::{Action, C2sOptions, C2sStream, Framing};
     use super::*;
     use crate::ns::NS_CLIENT;
@@ -185,17 +185,6 @@ mod tests {
                 channel_binding,
             },
         )
-    }
-
-    /// The messages written, one per [`Action::Write`].
-    fn messages(actions: &[Action]) -> Vec<&str> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Write(s) => Some(s.as_str()),
-                _ => None,
-            })
-            .collect()
     }
 
     /// Every message we write must stand alone: one element, all namespaces declared. Read
