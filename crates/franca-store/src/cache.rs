@@ -19,7 +19,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::OwnedMutexGuard;
 
-use crate::{LastActivity, OfflineMessage, Result, Roster, RosterItem, ScramCredentials, Store};
+use crate::{
+    ImportedAccount, LastActivity, OfflineMessage, Result, Roster, RosterItem, ScramCredentials,
+    Store,
+};
 
 /// A [`Store`] that keeps up to `capacity` users' rosters in memory and passes everything else
 /// to the store it wraps.
@@ -362,6 +365,16 @@ impl Store for RosterCache {
 
     async fn set_credentials(&self, user: &str, creds: &[ScramCredentials]) -> Result<()> {
         self.inner.set_credentials(user, creds).await
+    }
+
+    async fn import_accounts(&self, accounts: &[ImportedAccount]) -> Result<u32> {
+        // Only accounts that did not exist are written, and a cached roster exists only for
+        // an account that does; dropping them all afterwards is simply the safe side.
+        let created = self.inner.import_accounts(accounts).await;
+        for a in accounts {
+            self.forget(&a.jid);
+        }
+        created
     }
 
     async fn credentials(&self, user: &str, hash: &str) -> Result<Option<ScramCredentials>> {

@@ -9,7 +9,9 @@
 
 use futures_util::future::join_all;
 
-use crate::{LastActivity, RosterItem, ScramCredentials, Store, StoreError, Subscription};
+use crate::{
+    ImportedAccount, LastActivity, RosterItem, ScramCredentials, Store, StoreError, Subscription,
+};
 
 /// `ok!(store.method(args))`: await and unwrap, naming the call when it fails.
 macro_rules! ok {
@@ -51,6 +53,7 @@ pub async fn run_all(store: &dyn Store) {
     blocking(store).await;
     last_activity(store).await;
     last_activity_many(store).await;
+    import_accounts(store).await;
     remove_user_deletes_everything(store).await;
     assert_eq!(
         ok!(store.list_users(None)),
@@ -637,6 +640,58 @@ async fn assert_nothing_stored(store: &dyn Store, u: &str) {
     assert_eq!(ok!(store.vcard(u)), None, "{u}: vcard");
     assert!(ok!(store.blocklist(u)).is_empty(), "{u}: blocklist");
     assert_eq!(ok!(store.last_activity(u)), None, "{u}: last activity");
+}
+
+async fn import_accounts(store: &dyn Store) {
+    let (a, b, existing) = ("imp-a@a.example", "imp-b@a.example", "imp-old@a.example");
+    new_user(store, existing).await;
+    let account = |jid: &str| ImportedAccount {
+        jid: jid.to_owned(),
+        credentials: vec![creds("SHA-1", 3, 4096), creds("SHA-256", 4, 8192)],
+        roster: vec![
+            full_item("friend@b.example"),
+            RosterItem {
+                jid: "other@b.example".to_owned(),
+                groups: vec!["G2".to_owned(), "G1".to_owned()],
+                ..RosterItem::default()
+            },
+        ],
+        offline: vec![
+            (5, "<message id='1'/>".to_owned()),
+            (3, "<message id='2'/>".to_owned()),
+        ],
+        vcard: Some("<vCard xmlns='vcard-temp'><FN>A</FN></vCard>".to_owned()),
+    };
+    let created = ok!(store.import_accounts(&[account(a), account(existing), account(b)]));
+    assert_eq!(created, 2, "an existing account is skipped, not counted");
+    for u in [a, b] {
+        assert_eq!(
+            ok!(store.credentials(u, "SHA-256")),
+            Some(creds("SHA-256", 4, 8192)),
+            "{u}: imported credentials"
+        );
+        let (version, mut items) = ok!(store.roster(u));
+        assert!(version > 0, "{u}: imported roster items bump the version");
+        items.sort_by(|x, y| x.jid.cmp(&y.jid));
+        assert_eq!(items, account(u).roster, "{u}: roster with groups in order");
+        // Imported in the order given (ids grow), with the stamps given.
+        let offline: Vec<(i64, String)> = ok!(store.offline(u))
+            .into_iter()
+            .map(|m| (m.stamp_us, m.xml))
+            .collect();
+        assert_eq!(offline, account(u).offline, "{u}: offline messages");
+        assert_eq!(ok!(store.vcard(u)), account(u).vcard, "{u}: vCard");
+    }
+    // The existing account was not touched.
+    assert_eq!(
+        ok!(store.credentials(existing, "SHA-256")),
+        Some(creds("SHA-256", 1, 4096))
+    );
+    assert!(ok!(store.roster(existing)).1.is_empty());
+    assert!(ok!(store.offline(existing)).is_empty());
+    for u in [a, b, existing] {
+        ok!(store.remove_user(u));
+    }
 }
 
 async fn remove_user_deletes_everything(store: &dyn Store) {

@@ -144,6 +144,32 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    // ---- bulk import
+    /// Create these accounts with their data. An account that already exists is left as it
+    /// is and not counted; the others are created whole or not at all. Returns how many were
+    /// created. Backends override this with one transaction per call (one commit for a
+    /// whole batch); the default goes account by account.
+    async fn import_accounts(&self, accounts: &[ImportedAccount]) -> Result<u32> {
+        let mut created = 0;
+        for a in accounts {
+            match self.create_user(&a.jid, &a.credentials).await {
+                Ok(()) => created += 1,
+                Err(StoreError::UserExists(_)) => continue,
+                Err(e) => return Err(e),
+            }
+            for item in &a.roster {
+                self.put_roster_item(&a.jid, item).await?;
+            }
+            for (stamp_us, xml) in &a.offline {
+                self.push_offline(&a.jid, *stamp_us, xml, u32::MAX).await?;
+            }
+            if let Some(vcard) = &a.vcard {
+                self.set_vcard(&a.jid, vcard).await?;
+            }
+        }
+        Ok(created)
+    }
+
     /// Make sure everything written so far is durable (called at shutdown).
     async fn close(&self);
 }

@@ -92,3 +92,19 @@ pub struct LastActivity {
     pub seconds: i64,
     pub status: String,
 }
+
+/// One account brought in whole by a bulk import (`franca import`, XEP-0227): what
+/// [`crate::Store::import_accounts`] writes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ImportedAccount {
+    /// Bare JID.
+    pub jid: String,
+    /// SCRAM credentials, one per hash the source had (an account without any cannot log in
+    /// until `franca user passwd` gives it a password).
+    pub credentials: Vec<ScramCredentials>,
+    pub roster: Vec<RosterItem>,
+    /// (stamp in microseconds since the Unix epoch, serialised stanza), oldest first.
+    pub offline: Vec<(i64, String)>,
+    /// The serialised `<vCard xmlns='vcard-temp'/>`.
+    pub vcard: Option<String>,
+}

@@ -16,8 +16,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use crate::{
-    LastActivity, OfflineMessage, Result, RosterItem, ScramCredentials, Store, StoreError,
-    Subscription,
+    ImportedAccount, LastActivity, OfflineMessage, Result, RosterItem, ScramCredentials, Store,
+    StoreError, Subscription,
 };
 
 /// How long a connection waits for another process's write lock before giving up. The
@@ -335,6 +335,53 @@ impl SqlStore {
         version.ok_or_else(|| StoreError::UnknownUser(user.to_owned()))
     }
 
+    /// Insert or replace one roster item with its groups (in order).
+    async fn insert_roster_item(
+        tx: &mut Transaction<'static, Any>,
+        user: &str,
+        item: &RosterItem,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO roster_items (user_jid, contact, name, subscription, ask, pending_in, \
+             approved, hidden) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (user_jid, contact) DO UPDATE SET name = excluded.name, \
+             subscription = excluded.subscription, ask = excluded.ask, \
+             pending_in = excluded.pending_in, approved = excluded.approved, \
+             hidden = excluded.hidden",
+        )
+        .bind(user)
+        .bind(item.jid.as_str())
+        .bind(item.name.as_deref())
+        .bind(item.subscription.as_str())
+        .bind(flag(item.ask))
+        .bind(item.pending_in.as_deref())
+        .bind(flag(item.approved))
+        .bind(flag(item.hidden))
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        sqlx::query("DELETE FROM roster_groups WHERE user_jid = $1 AND contact = $2")
+            .bind(user)
+            .bind(item.jid.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        for (position, group) in item.groups.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO roster_groups (user_jid, contact, position, name) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(user)
+            .bind(item.jid.as_str())
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .bind(group.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
     async fn insert_credentials(
         tx: &mut Transaction<'static, Any>,
         user: &str,
@@ -376,6 +423,60 @@ impl Store for SqlStore {
         }
         Self::insert_credentials(&mut tx, user, creds).await?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn import_accounts(&self, accounts: &[ImportedAccount]) -> Result<u32> {
+        // One transaction (one commit, one fsync) for the whole batch: a bulk import of 100k
+        // accounts would otherwise spend its time waiting for the disk.
+        let mut tx = self.begin().await?;
+        let mut created = 0;
+        for a in accounts {
+            let inserted = sqlx::query(
+                "INSERT INTO users (jid, domain) VALUES ($1, $2) ON CONFLICT (jid) DO NOTHING",
+            )
+            .bind(a.jid.as_str())
+            .bind(domain_of(&a.jid))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if inserted.rows_affected() == 0 {
+                continue;
+            }
+            created += 1;
+            Self::insert_credentials(&mut tx, &a.jid, &a.credentials).await?;
+            for item in &a.roster {
+                Self::insert_roster_item(&mut tx, &a.jid, item).await?;
+            }
+            if !a.roster.is_empty() {
+                // A fresh account starts at version 0; imported items are its first change.
+                sqlx::query("UPDATE users SET roster_version = 1 WHERE jid = $1")
+                    .bind(a.jid.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            for (stamp_us, xml) in &a.offline {
+                sqlx::query(
+                    "INSERT INTO offline_messages (user_jid, stamp_us, xml) VALUES ($1, $2, $3)",
+                )
+                .bind(a.jid.as_str())
+                .bind(*stamp_us)
+                .bind(xml.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            if let Some(vcard) = &a.vcard {
+                sqlx::query("INSERT INTO vcards (user_jid, xml) VALUES ($1, $2)")
+                    .bind(a.jid.as_str())
+                    .bind(vcard.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(created)
     }
 
     async fn set_credentials(&self, user: &str, creds: &[ScramCredentials]) -> Result<()> {
@@ -502,44 +603,7 @@ impl Store for SqlStore {
         .await
         .map_err(db)?;
         let version = version.ok_or_else(|| StoreError::UnknownUser(user.to_owned()))?;
-        sqlx::query(
-            "INSERT INTO roster_items (user_jid, contact, name, subscription, ask, pending_in, \
-             approved, hidden) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (user_jid, contact) DO UPDATE SET name = excluded.name, \
-             subscription = excluded.subscription, ask = excluded.ask, \
-             pending_in = excluded.pending_in, approved = excluded.approved, \
-             hidden = excluded.hidden",
-        )
-        .bind(user)
-        .bind(item.jid.as_str())
-        .bind(item.name.as_deref())
-        .bind(item.subscription.as_str())
-        .bind(flag(item.ask))
-        .bind(item.pending_in.as_deref())
-        .bind(flag(item.approved))
-        .bind(flag(item.hidden))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query("DELETE FROM roster_groups WHERE user_jid = $1 AND contact = $2")
-            .bind(user)
-            .bind(item.jid.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        for (position, group) in item.groups.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO roster_groups (user_jid, contact, position, name) \
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(user)
-            .bind(item.jid.as_str())
-            .bind(i64::try_from(position).unwrap_or(i64::MAX))
-            .bind(group.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
+        Self::insert_roster_item(&mut tx, user, item).await?;
         tx.commit().await.map_err(db)?;
         Ok(version)
     }

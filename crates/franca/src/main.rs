@@ -2,6 +2,7 @@
 //! file, and either runs the server (`serve`, the default) or administers accounts directly in
 //! storage (`user …`), telling a running server over its control socket when sessions must end.
 
+mod import;
 mod serve;
 mod user;
 
@@ -34,6 +35,13 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Import accounts (credentials, rosters, offline messages, vCards) from XEP-0227 files,
+    /// as exported by ejabberd or Prosody; a directory is searched for *.xml files. Existing
+    /// accounts are left unchanged.
+    Import {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -86,6 +94,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::User { command } => runtime.block_on(user::run(config, command)),
+        Command::Import { paths } => runtime.block_on(import::run(config, paths)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

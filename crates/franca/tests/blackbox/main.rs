@@ -16,5 +16,6 @@ mod client;
 mod config;
 mod harness;
 mod hostile;
+mod import;
 mod lifecycle;
 mod websocket;
