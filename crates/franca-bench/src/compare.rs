@@ -22,6 +22,8 @@ pub enum Scenario {
     M3,
     M4,
     M7,
+    /// M7 on the populated store (100k accounts, 1M stored messages in `quick`).
+    M7pop,
 }
 
 /// Everything one server produced in one round.
@@ -33,6 +35,8 @@ pub struct Outcome {
     pub m3: Option<m3::M3>,
     pub m4: Option<m4::M4>,
     pub m7: Option<m7::M7>,
+    #[serde(default)]
+    pub m7_populated: Option<m7::M7>,
     pub errors: Vec<String>,
 }
 
@@ -70,6 +74,9 @@ async fn one(env: &Env, sc: Scenario, sizes: &Sizes, scratch: &std::path::Path, 
             Scenario::M3 => out.m3 = Some(m3::run(env, Security::Plain, &sizes.m3).await?),
             Scenario::M4 => out.m4 = Some(m4::run(env, Security::Plain, &sizes.m4).await?),
             Scenario::M7 => out.m7 = Some(m7::run(env, scratch, sizes.m7_runs).await?),
+            Scenario::M7pop => {
+                out.m7_populated = Some(m7::run_populated(env, sizes.m7_runs).await?)
+            }
         }
         Ok(())
     }
@@ -86,11 +93,25 @@ pub async fn run(o: &Options) -> Result<Results, String> {
     let mut envs = Vec::new();
     for &kind in &o.servers {
         let server = ServerDir::prepare(kind, &o.work_dir, &o.franca_bin, o.server_core)?;
+        let populated = if o.scenarios.contains(&Scenario::M7pop) {
+            let dir = ServerDir::prepare(
+                kind,
+                &o.work_dir.join("m7-populated"),
+                &o.franca_bin,
+                o.server_core,
+            )?;
+            dir.enable_offline()?;
+            scenario::seed::ensure(&dir, sizes.m7_store).await?;
+            Some(dir)
+        } else {
+            None
+        };
         let env = Env {
             server,
             mechs: o.mechs.clone(),
             workers: o.workers,
             seed: 42,
+            populated,
         };
         let needs_plain = o.scenarios.iter().any(|s| {
             matches!(
@@ -251,6 +272,37 @@ pub fn metrics(sizes: &Sizes) -> Vec<Metric> {
         label: "M7 exec → first login (ms)".into(),
         better: "lower",
         get: Box::new(|o| o.m7.as_ref().map(|r| median(&r.login_ms))),
+    });
+    m.push(Metric {
+        label: "M7 populated store: exec → port open (ms)".into(),
+        better: "lower",
+        get: Box::new(|o| o.m7_populated.as_ref().map(|r| median(&r.port_ms))),
+    });
+    m.push(Metric {
+        label: "M7 populated store: exec → first login (ms)".into(),
+        better: "lower",
+        get: Box::new(|o| o.m7_populated.as_ref().map(|r| median(&r.login_ms))),
+    });
+    m.push(Metric {
+        label: "M7 populated store: stored messages received at that login (count)".into(),
+        better: "same",
+        get: Box::new(|o| {
+            o.m7_populated.as_ref().map(|r| {
+                r.messages.iter().map(|&n| f64::from(n)).sum::<f64>()
+                    / r.messages.len().max(1) as f64
+            })
+        }),
+    });
+    m.push(Metric {
+        label: "M7 populated store: PSS after first login (MiB)".into(),
+        better: "lower",
+        get: Box::new(|o| {
+            o.m7_populated.as_ref().map(|r| {
+                r.pss_kib.iter().map(|&k| k as f64).sum::<f64>()
+                    / r.pss_kib.len().max(1) as f64
+                    / 1024.0
+            })
+        }),
     });
     m
 }

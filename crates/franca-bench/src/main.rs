@@ -57,7 +57,11 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "franca,prosody,ejabberd")]
         servers: Vec<server::Kind>,
         /// Scenarios to run, in this order each round.
-        #[arg(long, value_delimiter = ',', default_value = "m1,m1tls,m2,m3,m4,m7")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "m1,m1tls,m2,m3,m4,m7,m7pop"
+        )]
         scenarios: Vec<compare::Scenario>,
         #[arg(long, default_value_t = 3)]
         rounds: usize,

@@ -5,7 +5,7 @@
 //! rung: two steps narrow a 2× gap to ¼ of it (M2 1600 → 3200 gives 2400, then 2000 or 2800) at
 //! the cost of two more measured windows; `smoke` does none so CI stays short.
 
-use crate::scenario::{m1, m2, m3, m4};
+use crate::scenario::{m1, m2, m3, m4, seed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
@@ -21,6 +21,8 @@ pub struct Sizes {
     pub m3: m3::Params,
     pub m4: m4::Params,
     pub m7_runs: usize,
+    /// The populated store of M7.
+    pub m7_store: seed::Size,
 }
 
 fn doubling(from: f64, to: f64) -> Vec<f64> {
@@ -64,6 +66,10 @@ impl Profile {
                     rate: 50.0,
                 },
                 m7_runs: 1,
+                m7_store: seed::Size {
+                    users: 50,
+                    messages: 200,
+                },
             },
             Profile::Quick => Sizes {
                 m1: m1::Params {
@@ -95,6 +101,10 @@ impl Profile {
                     rate: 100.0,
                 },
                 m7_runs: 3,
+                m7_store: seed::Size {
+                    users: 100_000,
+                    messages: 1_000_000,
+                },
             },
             Profile::Full => Sizes {
                 m1: m1::Params {
@@ -126,6 +136,10 @@ impl Profile {
                     rate: 200.0,
                 },
                 m7_runs: 5,
+                m7_store: seed::Size {
+                    users: 100_000,
+                    messages: 1_000_000,
+                },
             },
         }
     }

@@ -184,14 +184,7 @@ impl ServerDir {
                      ERL_OPTIONS=\"+K true +S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none\"\n",
                 )?;
                 std::fs::create_dir_all(dir.join("logs")).map_err(|e| format!("mkdir: {e}"))?;
-                let st = std::process::Command::new("chown")
-                    .args(["-R", "ejabberd:ejabberd"])
-                    .arg(&dir)
-                    .status()
-                    .map_err(|e| format!("chown: {e}"))?;
-                if !st.success() {
-                    return Err("chown ejabberd dir failed".into());
-                }
+                s.chown_ejabberd()?;
             }
         }
         Ok(s)
@@ -226,29 +219,111 @@ impl ServerDir {
                     "-F".into(),
                 ]
             }
-            Kind::Ejabberd => vec![
-                "setpriv".into(),
-                "--reuid".into(),
-                "ejabberd".into(),
-                "--regid".into(),
-                "ejabberd".into(),
-                "--init-groups".into(),
-                "env".into(),
-                "HOME=/var/lib/ejabberd".into(),
-                "ejabberdctl".into(),
-                "--config".into(),
-                format!("{d}/ejabberd.yml"),
-                "--ctl-config".into(),
-                format!("{d}/ejabberdctl.cfg"),
-                "--spool".into(),
-                format!("{d}/data"),
-                "--logs".into(),
-                format!("{d}/logs"),
-                "--node".into(),
-                format!("bench{}@localhost", self.c2s),
-                "foreground".into(),
-            ],
+            Kind::Ejabberd => {
+                let mut argv = self.ejabberdctl_argv();
+                argv.push("foreground".into());
+                argv
+            }
         }
+    }
+
+    /// `ejabberdctl` as the ejabberd user, for this server's config, spool and node.
+    fn ejabberdctl_argv(&self) -> Vec<String> {
+        let d = self.dir.display().to_string();
+        vec![
+            "setpriv".into(),
+            "--reuid".into(),
+            "ejabberd".into(),
+            "--regid".into(),
+            "ejabberd".into(),
+            "--init-groups".into(),
+            "env".into(),
+            "HOME=/var/lib/ejabberd".into(),
+            "ejabberdctl".into(),
+            "--config".into(),
+            format!("{d}/ejabberd.yml"),
+            "--ctl-config".into(),
+            format!("{d}/ejabberdctl.cfg"),
+            "--spool".into(),
+            format!("{d}/data"),
+            "--logs".into(),
+            format!("{d}/logs"),
+            "--node".into(),
+            format!("bench{}@localhost", self.c2s),
+        ]
+    }
+
+    /// Runs `ejabberdctl ARGS` against the running node; its output, or an error with it.
+    pub async fn ejabberdctl(&self, args: &[&str]) -> Result<String, String> {
+        let mut argv = self.ejabberdctl_argv();
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let out = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| format!("ejabberdctl: {e}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!(
+                "ejabberdctl {}: {}: {text}",
+                args.join(" "),
+                out.status
+            ))
+        }
+    }
+
+    /// Gives the server's directory to the ejabberd user (it runs as that user).
+    pub fn chown_ejabberd(&self) -> Result<(), String> {
+        let st = std::process::Command::new("chown")
+            .args(["-R", "ejabberd:ejabberd"])
+            .arg(&self.dir)
+            .status()
+            .map_err(|e| format!("chown: {e}"))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err("chown ejabberd dir failed".into())
+        }
+    }
+
+    /// Turns offline storage on (it is off for the messaging runs, notes D-perf §5): the
+    /// populated store of M7 keeps its messages there.
+    pub fn enable_offline(&self) -> Result<(), String> {
+        let (file, edits): (&str, &[(&str, &str)]) = match self.kind {
+            Kind::Franca => ("franca.toml", &[("offline = false", "offline = true")]),
+            Kind::Prosody => (
+                "prosody.cfg.lua",
+                &[
+                    (
+                        "modules_disabled = { \"s2s\"; \"offline\" }",
+                        "modules_disabled = { \"s2s\" }",
+                    ),
+                    ("\"register\" }", "\"register\"; \"offline\" }"),
+                ],
+            ),
+            Kind::Ejabberd => (
+                "ejabberd.yml",
+                &[("mod_ping: {}", "mod_ping: {}, mod_offline: {}")],
+            ),
+        };
+        let path = self.dir.join(file);
+        let mut text = std::fs::read_to_string(&path).map_err(|e| format!("{file}: {e}"))?;
+        for (from, to) in edits {
+            if !text.contains(from) {
+                return Err(format!(
+                    "{file}: cannot find {from:?} to enable offline storage"
+                ));
+            }
+            text = text.replacen(from, to, 1);
+        }
+        write(&path, &text)
     }
 
     /// Starts the server (own process group, pinned when asked). Not yet ready.

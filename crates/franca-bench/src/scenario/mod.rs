@@ -8,6 +8,7 @@ pub mod m3;
 pub mod m4;
 pub mod m7;
 pub mod rosters;
+pub mod seed;
 
 use crate::pool::{Plan, Pool};
 use crate::procfs;
@@ -27,6 +28,8 @@ pub struct Env {
     pub mechs: Vec<String>,
     pub workers: usize,
     pub seed: u64,
+    /// The same server on the populated store of M7 ([`seed`]), when M7 on it was asked for.
+    pub populated: Option<ServerDir>,
 }
 
 impl Env {
