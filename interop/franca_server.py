@@ -102,6 +102,7 @@ class FrancaServer:
             f'c2s = ["127.0.0.1:{self.c2s_port}"]',
             f'c2s_tls = ["127.0.0.1:{self.c2s_tls_port}"]',
             f'http = ["127.0.0.1:{self.http_port}"]',
+            "https = []",
             "",
         ]
         if self.limits:

@@ -16,6 +16,10 @@ pub struct Config {
     pub modules: ModulesConfig,
     pub offline: OfflineConfig,
     pub registration: RegistrationConfig,
+    pub bosh: BoshConfig,
+    pub http: HttpConfig,
+    pub stream_management: StreamManagementConfig,
+    pub fast: FastConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +68,10 @@ pub struct ListenConfig {
     pub c2s_tls: Vec<String>,
     /// HTTP: health and Prometheus metrics.
     pub http: Vec<String>,
+    /// HTTPS with the c2s certificate: the same endpoints as `http`, so WebSocket is `wss://`.
+    pub https: Vec<String>,
+    /// One TLS port for everything: ALPN (or the first bytes) picks XMPP or HTTPS.
+    pub multiplex: Vec<String>,
 }
 
 impl Default for ListenConfig {
@@ -72,6 +80,8 @@ impl Default for ListenConfig {
             c2s: vec!["[::]:5222".into()],
             c2s_tls: vec!["[::]:5223".into()],
             http: vec!["[::]:5280".into()],
+            https: vec!["[::]:5443".into()],
+            multiplex: Vec::new(),
         }
     }
 }
@@ -183,6 +193,23 @@ impl Default for RegistrationConfig {
     }
 }
 
+/// The HTTP front-end (both `listen.http` and `listen.https`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Web origins (`https://chat.example`, or `*` for any) whose pages may read the XMPP
+    /// endpoints (discovery, BOSH) across origins. `[]` sends no CORS headers.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            cors_origins: vec!["*".into()],
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -236,6 +263,18 @@ impl Config {
                 "limits.max_depth must be > 0 and limits.max_stanza_bytes >= 1024".into(),
             ));
         }
+        for origin in &self.http.cors_origins {
+            if !is_cors_origin(origin) {
+                return Err(ConfigError::Invalid(format!(
+                    "http.cors_origins: {origin:?} is not \"*\" or an origin like \"https://chat.example\""
+                )));
+            }
+        }
+        if self.stream_management.max_unacked == 0 {
+            return Err(ConfigError::Invalid(
+                "stream_management.max_unacked must be > 0".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -252,5 +291,96 @@ impl Config {
 
     pub fn serves(&self, domain: &str) -> bool {
         self.server.domains.iter().any(|d| d == domain)
+    }
+}
+
+/// `*`, or an RFC 6454 origin as browsers send it: scheme, host and optional port, no path.
+fn is_cors_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
+/// XEP-0198 stream management (acknowledgements and resumption).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamManagementConfig {
+    /// How long a session whose connection broke stays resumable (its stanzas keep queuing),
+    /// seconds; 0 turns resumption off (acknowledgements still work).
+    pub resume_timeout_seconds: u32,
+    /// Stanzas a client may leave unacknowledged; one more closes the stream with
+    /// `<resource-constraint/>` and the stanzas are handled as undeliverable.
+    pub max_unacked: usize,
+    /// Where clients reconnect to resume (`host` or `host:port`, XEP-0198 `location`), for
+    /// a cluster whose nodes have their own addresses; empty means here.
+    pub location: String,
+    /// Most sessions waiting to be resumed at once; beyond it a broken session ends at once.
+    pub max_hibernated: usize,
+}
+
+impl Default for StreamManagementConfig {
+    fn default() -> Self {
+        StreamManagementConfig {
+            resume_timeout_seconds: 300,
+            max_unacked: 1000,
+            location: String::new(),
+            max_hibernated: 10_000,
+        }
+    }
+}
+
+/// XEP-0124/XEP-0206 BOSH at `/http-bind` on the HTTP listeners. Request bodies are limited to
+/// `limits.max_stanza_bytes` plus a little room for the `<body/>` wrapper.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoshConfig {
+    /// Longest a request is held waiting for data, seconds (a client's `wait` is capped to it).
+    pub max_wait_seconds: u64,
+    /// Most requests a client may leave waiting at once (its `hold` is capped to it).
+    pub max_hold: u32,
+    /// Seconds without any request after which a session is dropped (XEP-0124 §10).
+    pub inactivity_seconds: u64,
+    /// Most BOSH sessions at once on each HTTP listener (each session also takes one of
+    /// `limits.max_connections_per_ip`).
+    pub max_sessions: usize,
+}
+
+impl Default for BoshConfig {
+    fn default() -> Self {
+        BoshConfig {
+            max_wait_seconds: 60,
+            max_hold: 1,
+            inactivity_seconds: 60,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+/// XEP-0484 FAST: tokens a client gets at a password login (over XEP-0388 SASL2) and logs in
+/// with next time, in one round trip. Stored hashed; `franca user revoke-tokens` deletes them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FastConfig {
+    /// Offer FAST at all.
+    pub enabled: bool,
+    /// How long a token is valid, seconds. A client that stays away longer logs in with its
+    /// password again.
+    pub token_lifetime_seconds: u64,
+}
+
+impl Default for FastConfig {
+    fn default() -> Self {
+        FastConfig {
+            enabled: true,
+            token_lifetime_seconds: 14 * 24 * 3600,
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod detached;
 pub mod module;
 pub mod outbox;
 pub mod router;

@@ -87,6 +87,23 @@ pub trait Module: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// XEP-0386 Bind 2: namespaces of what this module can turn on for a session inline, in
+    /// the `<bind/>` of a SASL2 login (listed in the stream features).
+    fn bind2_features(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// XEP-0386: `el`, in one of [`Module::bind2_features`], came in the client's `<bind/>`
+    /// for `session`, just bound and not yet told; an element returned goes into `<bound/>`.
+    async fn bind2_inline(
+        &self,
+        _server: &Arc<Server>,
+        _session: &Arc<Session>,
+        _el: &Element,
+    ) -> Option<Element> {
+        None
+    }
+
     async fn handle_iq(&self, _server: &Arc<Server>, _req: IqRequest<'_>) -> IqResult {
         Err(StanzaError::new(
             franca_proto::errors::StanzaErrorCondition::ServiceUnavailable,
@@ -167,6 +184,11 @@ impl Modules {
             .iter()
             .find(|(t, _)| *t == target)
             .map(|(_, m)| m)
+    }
+
+    /// The module that turns on `ns` inline in a XEP-0386 `<bind/>`.
+    pub fn bind2_handler(&self, ns: &str) -> Option<&Arc<dyn Module>> {
+        self.list.iter().find(|m| m.bind2_features().contains(&ns))
     }
 
     pub fn names(&self) -> Vec<&'static str> {

@@ -252,7 +252,9 @@ impl Server {
     }
 
     /// A message no session can take: offline storage if a module takes it, else a bounce.
-    async fn undeliverable(self: &Arc<Self>, bare: &BareJid, stanza: Element) {
+    /// Public for the transports: the unacknowledged messages of a XEP-0198 session that ended
+    /// without resumption take this road (XEP-0198 §5).
+    pub async fn undeliverable(self: &Arc<Self>, bare: &BareJid, stanza: Element) {
         for m in self.modules.iter() {
             if m.undeliverable(self, bare, &stanza).await == Flow::Handled {
                 return;

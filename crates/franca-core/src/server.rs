@@ -2,6 +2,7 @@
 //! modules. Everything that handles a stanza gets an `Arc<Server>`.
 
 use crate::config::Config;
+use crate::detached::{Detached, Hibernated};
 use crate::module::{Modules, SessionEvent};
 use crate::session::{Bound, Session, Sessions};
 use franca_store::Store;
@@ -15,6 +16,8 @@ pub struct Server {
     pub store: Arc<dyn Store>,
     pub sessions: Sessions,
     pub modules: Modules,
+    /// XEP-0198 sessions that can be resumed, some of them without a connection.
+    pub detached: Detached,
     pub started: Instant,
     /// Accounts removed while this server ran, with when: a stream that authenticated just
     /// before the removal must not bind after it. Kept only as long as negotiation may take.
@@ -23,10 +26,12 @@ pub struct Server {
 
 impl Server {
     pub fn new(config: Config, store: Arc<dyn Store>, modules: Modules) -> Arc<Server> {
+        let detached = Detached::new(config.stream_management.max_hibernated);
         Arc::new(Server {
             config,
             store,
             sessions: Sessions::new(),
+            detached,
             modules,
             started: Instant::now(),
             removed: Mutex::default(),
@@ -86,6 +91,17 @@ impl Server {
         metrics::gauge!("franca_c2s_sessions").increment(1.0);
         if let Some(old) = &bound.replaced {
             self.session_closed(old).await;
+            // A hibernated session (XEP-0198) under this full JID will never be resumed now.
+            if let Some(state) = self.detached.remove_session(old.id) {
+                let Hibernated {
+                    session,
+                    rx,
+                    mut sm,
+                    ..
+                } = *state;
+                let unacked = sm.take_unacked();
+                Box::pin(self.end_session(&session, Some(rx), unacked)).await;
+            }
         }
         self.emit(&SessionEvent::Bound(bound.session.clone())).await;
         bound
@@ -129,6 +145,9 @@ impl Server {
 
     /// End every session of `user` (account removed or disabled by an administrator).
     pub async fn kick_user(self: &Arc<Self>, user: &BareJid, why: &str) {
+        // None of its sessions may be resumed. The hibernated ones are among the bound
+        // sessions below; what they hold goes with the account, like its offline messages.
+        drop(self.detached.remove_account(user));
         for s in self.sessions.resources(user) {
             s.close(
                 franca_proto::errors::StreamError::NotAuthorized,

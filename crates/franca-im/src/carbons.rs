@@ -111,6 +111,24 @@ impl Module for Carbons {
         &[NS_CARBONS]
     }
 
+    fn bind2_features(&self) -> &'static [&'static str] {
+        &[NS_CARBONS]
+    }
+
+    /// XEP-0386 §6 / XEP-0280: `<enable xmlns='urn:xmpp:carbons:2'/>` in a Bind2 `<bind/>`
+    /// enables carbons for the new session as the IQ below would, with no answer in `<bound/>`.
+    async fn bind2_inline(
+        &self,
+        _server: &Arc<Server>,
+        session: &Arc<Session>,
+        el: &Element,
+    ) -> Option<Element> {
+        if el.is("enable", NS_CARBONS) {
+            session.presence().carbons = true;
+        }
+        None
+    }
+
     /// XEP-0280 "Enabling Carbons" / "Disabling Carbons": for the requesting resource itself.
     async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest<'_>) -> IqResult {
         let enable = match req.payload() {
@@ -235,6 +253,21 @@ mod tests {
             "<iq type='result' id='disable1' from='romeo@localhost' to='romeo@localhost/garden'/>",
         );
         assert!(!romeo.session.presence().carbons);
+    }
+
+    #[tokio::test]
+    async fn xep0386_enabled_inline_in_bind2() {
+        let server = carbons_server().await;
+        let romeo = Client::online(&server, "romeo@localhost/garden", 0).await;
+        let module = server
+            .modules
+            .bind2_handler(NS_CARBONS)
+            .expect("carbons offers Bind2");
+        let answer = module
+            .bind2_inline(&server, &romeo.session, &Element::new("enable", NS_CARBONS))
+            .await;
+        assert_eq!(answer, None);
+        assert!(romeo.session.presence().carbons);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@
 use crate::last::subscribed_from;
 use franca_core::{IqRequest, IqResult, IqTarget, Module, Server};
 use franca_proto::errors::{StanzaError, StanzaErrorCondition as Cond};
-use franca_proto::ns::{NS_DISCO_INFO, NS_DISCO_ITEMS};
+use franca_proto::ns::{NS_CSI, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_SM};
 use franca_xml::Element;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -58,7 +58,9 @@ impl Module for Disco {
     }
 
     fn server_features(&self) -> &'static [&'static str] {
-        &[NS_DISCO_INFO, NS_DISCO_ITEMS]
+        // XEP-0198 and XEP-0352 are stream features every c2s transport implements (no
+        // module); they are listed here so disco tells the whole story.
+        &[NS_DISCO_INFO, NS_DISCO_ITEMS, NS_SM, NS_CSI]
     }
 
     fn account_features(&self) -> &'static [&'static str] {
@@ -138,7 +140,9 @@ mod tests {
                  <feature var='http://jabber.org/protocol/disco#info'/>
                  <feature var='http://jabber.org/protocol/disco#items'/>
                  <feature var='urn:xmpp:blocking'/>
+                 <feature var='urn:xmpp:csi:0'/>
                  <feature var='urn:xmpp:ping'/>
+                 <feature var='urn:xmpp:sm:3'/>
                  <feature var='urn:xmpp:time'/>
                </query>
              </iq>",

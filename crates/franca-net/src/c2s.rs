@@ -9,7 +9,7 @@
 //! own state while it waits stays small, instead of reserving room for the deepest await.
 
 use crate::limits::{ConnectionGuard, ConnectionLimiter, LoginLimiter, ReadRate};
-use crate::stream::{Clock, Step, XmppStream, recv};
+use crate::stream::{Clock, Out, Step, XmppStream, recv};
 use crate::tls::{Tls, channel_binding};
 use franca_core::{Outbound, Server};
 use franca_proto::c2s::{C2sConfig, C2sStream};
@@ -166,6 +166,30 @@ pub async fn serve(
     } else {
         (Transport::Plain(tcp), None)
     };
+    run_connection(ctx, io, cb, peer, guard).await;
+}
+
+/// Serve an XMPP stream whose TLS handshake another listener did: the multiplexed port, after
+/// ALPN `xmpp-client` or a sniffed stream header. It is direct TLS (XEP-0368) from here on;
+/// decrypted bytes read ahead stay in the TLS layer and are read first.
+pub async fn serve_tls(
+    ctx: Arc<C2sContext>,
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    guard: ConnectionGuard,
+) {
+    let cb = channel_binding(tls.get_ref().1, &ctx.tls);
+    run_connection(ctx, Transport::Tls(Box::new(tls)), Some(cb), peer, guard).await;
+}
+
+async fn run_connection(
+    ctx: Arc<C2sContext>,
+    io: Transport,
+    cb: Option<franca_proto::sasl::ChannelBinding>,
+    peer: SocketAddr,
+    guard: ConnectionGuard,
+) {
+    let limits = &ctx.server.config.limits;
     let rate = ReadRate::new(limits.read_rate_bytes, limits.read_burst_bytes);
     let stream = C2sStream::new(ctx.stream.clone(), cb);
     let mut conn = Connection {
@@ -190,7 +214,7 @@ impl Connection {
         // stream is drained before waiting on socket readiness again.
         let mut drain = matches!(self.io, Transport::Tls(_));
         loop {
-            let deadline = clock.deadline(self.x.stream.is_established());
+            let deadline = clock.next(&self.x);
             let end = tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
@@ -314,15 +338,24 @@ impl Connection {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Outbound::Xml(xml) => self.out.push_str(&xml),
+                Outbound::Xml(xml) => match self.x.outbound_xml(xml) {
+                    Out::One(xml) => self.out.push_str(&xml),
+                    Out::Held => {}
+                    Out::Many(list) => list.iter().for_each(|xml| self.out.push_str(xml)),
+                },
                 Outbound::Close(error, text) => {
                     self.x.stream.fail(error, text.as_deref());
                     return self.pump(&mut &[][..]).await;
                 }
             }
-            if self.out.len() < WRITE_BATCH {
+            // A stream that ended (XEP-0198 limit) leaves the rest queued for the session's end.
+            if self.out.len() < WRITE_BATCH && !self.x.stream.is_closed() {
                 next = self.x.rx.as_mut().and_then(|rx| rx.try_recv());
             }
+        }
+        if self.x.stream.has_pending() {
+            // What the stream queued after the stanzas (a XEP-0198 <r/>); pump flushes too.
+            return self.pump(&mut &[][..]).await;
         }
         self.flush().await
     }

@@ -3,15 +3,20 @@
 //! (version 0.0.4) for scraping (DESIGN §1, §4 "Operations"). Plain HTTP/1.1 (RFC 9112) on axum;
 //! it carries no user data, so it is meant for a private interface.
 //!
-//! XMPP over WebSocket (RFC 7395) is served here too, at `/xmpp-websocket`; BOSH (XEP-0206)
-//! will join it.
+//! XMPP over WebSocket (RFC 7395) is served here too, at `/xmpp-websocket`, and XMPP over
+//! BOSH (XEP-0206) at `/http-bind`.
+//!
+//! The same [`router`] is served over TLS by the `https` listener and the multiplexed port
+//! ([`crate::https`], [`crate::multiplex`]); handlers learn which through [`HttpPeer`].
 
 use crate::c2s::C2sContext;
 use axum::Router;
 use axum::extract::State;
+use axum::extract::connect_info::Connected;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::IncomingStream;
 use franca_core::Server;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
@@ -61,6 +66,23 @@ pub fn install_metrics() -> PrometheusHandle {
         .clone()
 }
 
+/// The connection a request came on (axum `ConnectInfo`): the peer's address, and whether the
+/// transport is TLS (the `https` listener or the multiplexed port) rather than plain HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpPeer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for HttpPeer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        HttpPeer {
+            addr: *stream.remote_addr(),
+            tls: false,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     server: Arc<Server>,
@@ -68,7 +90,8 @@ struct AppState {
 }
 
 /// The router (exposed for embedding in other listeners and for tests). With `c2s`, XMPP
-/// over WebSocket is served at `/xmpp-websocket` (RFC 7395), and announced by XEP-0156 at
+/// over WebSocket is served at `/xmpp-websocket` (RFC 7395) and over BOSH at `/http-bind`
+/// (XEP-0206), both announced by XEP-0156 at
 /// `/.well-known/host-meta` and `/.well-known/host-meta.json`.
 pub fn router(
     server: Arc<Server>,
@@ -81,15 +104,27 @@ pub fn router(
         .fallback(not_found)
         .with_state(AppState { server, metrics });
     match c2s {
-        Some(ctx) => Router::new()
-            .route("/xmpp-websocket", get(crate::websocket::upgrade))
-            .route("/.well-known/host-meta", get(crate::discovery::host_meta))
-            .route(
-                "/.well-known/host-meta.json",
-                get(crate::discovery::host_meta_json),
-            )
-            .with_state(ctx)
-            .merge(ops),
+        Some(ctx) => {
+            let cors = crate::cors::Cors::new(&ctx.server.config.http.cors_origins);
+            // Every route above the layer gets the configured CORS headers.
+            let xmpp = Router::new()
+                .route("/xmpp-websocket", get(crate::websocket::upgrade))
+                .route("/http-bind", crate::bosh::routes(ctx.clone()))
+                .route("/.well-known/host-meta", get(crate::discovery::host_meta))
+                .route(
+                    "/.well-known/host-meta.json",
+                    get(crate::discovery::host_meta_json),
+                )
+                .with_state(ctx);
+            let xmpp = match cors {
+                Some(cors) => xmpp.layer(axum::middleware::from_fn_with_state(
+                    cors,
+                    crate::cors::layer,
+                )),
+                None => xmpp,
+            };
+            xmpp.merge(ops)
+        }
         None => ops,
     }
 }
@@ -105,7 +140,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // The caller logs the address with the other listeners. The peer address is kept for
     // the WebSocket streams (login limits, loopback check).
-    let app = router(server, metrics, c2s).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(server, metrics, c2s).into_make_service_with_connect_info::<HttpPeer>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -270,6 +270,17 @@ fn generate(domains: &[String]) -> Result<(String, String), TlsError> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+impl Tls {
+    /// An acceptor with the same certificate that offers `protocols` by ALPN (RFC 7301), in the
+    /// server's order of preference. A client that offers ALPN but none of these is refused
+    /// with `no_application_protocol`, as RFC 7301 §3.2 asks.
+    pub fn acceptor_with_alpn(&self, protocols: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+        let mut config = (*self.server_config).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
 /// Channel-binding data for SCRAM-*-PLUS on an established connection: `tls-exporter` only on
 /// TLS 1.3 (RFC 9266), `tls-server-end-point` (RFC 5929) always.
 ///

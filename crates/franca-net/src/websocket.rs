@@ -7,12 +7,13 @@
 //! `jabber:client` stream, get their namespace spliced in ([`with_client_ns`]).
 //!
 //! A WebSocket stream is treated as secure (SASL allowed without STARTTLS, which RFC 7395
-//! §3.9 rules out) when the peer is on loopback: the reverse proxy that terminates TLS in
-//! front of this listener. Elsewhere authentication is refused until the `https` listener
-//! (wss://) exists.
+//! §3.9 rules out) when it came over TLS (`wss://` on the `https` listener or the multiplexed
+//! port), or when the peer is on loopback: the reverse proxy that terminates TLS in front of
+//! the plain `http` listener. Elsewhere authentication is refused.
 
 use crate::c2s::C2sContext;
-use crate::stream::{Clock, Step, XmppStream, recv};
+use crate::http::HttpPeer;
+use crate::stream::{Clock, Out, Step, XmppStream, recv};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
@@ -31,9 +32,11 @@ const BUFFER: usize = 4096;
 /// The upgrade handler.
 pub async fn upgrade(
     ws: WebSocketUpgrade,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(http): ConnectInfo<HttpPeer>,
     State(ctx): State<Arc<C2sContext>>,
 ) -> Response {
+    let peer = http.addr;
+    let secure = http.tls || peer.ip().is_loopback();
     let ws = ws.protocols([SUBPROTOCOL]);
     if ws.selected_protocol().is_none() {
         return (
@@ -59,7 +62,7 @@ pub async fn upgrade(
         .read_buffer_size(BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
-            serve(ctx, socket, peer).await;
+            serve(ctx, socket, peer, secure).await;
             drop(guard);
         })
 }
@@ -72,10 +75,10 @@ enum End {
     Broken,
 }
 
-async fn serve(ctx: Arc<C2sContext>, mut socket: WebSocket, peer: SocketAddr) {
+async fn serve(ctx: Arc<C2sContext>, mut socket: WebSocket, peer: SocketAddr, secure: bool) {
     let options = C2sOptions {
         framing: Framing::WebSocket,
-        secure: peer.ip().is_loopback(),
+        secure,
         channel_binding: None,
     };
     let stream = C2sStream::with_options(ctx.stream.clone(), options);
@@ -90,7 +93,7 @@ async fn run(x: &mut XmppStream, socket: &mut WebSocket) -> End {
     let mut clock = Clock::new(&x.ctx.server.config.limits);
     let mut shutdown = x.ctx.shutdown.clone();
     loop {
-        let deadline = clock.deadline(x.stream.is_established());
+        let deadline = clock.next(x);
         let end = tokio::select! {
             biased;
             _ = shutdown.changed() => {
@@ -143,18 +146,39 @@ async fn outbound(x: &mut XmppStream, socket: &mut WebSocket, first: Outbound) -
     let mut next = Some(first);
     while let Some(msg) = next.take() {
         match msg {
-            Outbound::Xml(xml) => {
-                let text = with_client_ns(&xml).into_owned();
-                if socket.send(Message::Text(text.into())).await.is_err() {
-                    return Some(End::Broken);
+            Outbound::Xml(xml) => match x.outbound_xml(xml) {
+                Out::One(xml) => {
+                    if send_stanza(socket, &xml).await.is_err() {
+                        return Some(End::Broken);
+                    }
                 }
-            }
+                Out::Held => {}
+                Out::Many(list) => {
+                    for xml in list {
+                        if send_stanza(socket, &xml).await.is_err() {
+                            return Some(End::Broken);
+                        }
+                    }
+                }
+            },
             Outbound::Close(error, text) => {
                 x.stream.fail(error, text.as_deref());
                 return pump(x, socket, &[]).await;
             }
         }
-        next = x.rx.as_mut().and_then(|rx| rx.try_recv());
+        if !x.stream.is_closed() {
+            next = x.rx.as_mut().and_then(|rx| rx.try_recv());
+        }
+    }
+    if x.stream.has_pending() {
+        // What the stream queued after the stanzas (a XEP-0198 <r/>).
+        return pump(x, socket, &[]).await;
     }
     None
+}
+
+/// One stanza from the session queue, as its own message with the namespace declared.
+async fn send_stanza(socket: &mut WebSocket, xml: &str) -> Result<(), axum::Error> {
+    let text = with_client_ns(xml).into_owned();
+    socket.send(Message::Text(text.into())).await
 }

@@ -11,20 +11,26 @@
 //!
 //! The same state machine serves XMPP over WebSocket (RFC 7395) when built with
 //! [`Framing::WebSocket`]: the input is then one WebSocket message at a time, and every
-//! [`Action::Write`] is one message (see `websocket.rs`).
+//! [`Action::Write`] is one message (see `websocket.rs`). BOSH (XEP-0206) uses
+//! [`Framing::Bosh`]: the transport reads request bodies itself and hands over stream
+//! (re)starts and elements (see `bosh.rs`).
 
+mod bosh;
+mod sasl2;
 mod websocket;
 
 pub use websocket::with_client_ns;
 
 use crate::errors::StreamError;
 use crate::ns::{
-    NS_BIND, NS_CLIENT, NS_FRAMING, NS_SASL, NS_SESSION, NS_STANZAS, NS_STREAMS, NS_TLS,
+    NS_BIND, NS_CLIENT, NS_CSI, NS_FRAMING, NS_SASL, NS_SASL2, NS_SESSION, NS_SM, NS_STANZAS,
+    NS_STREAMS, NS_TLS,
 };
 use crate::sasl::{
     self, CB_TLS_EXPORTER, CB_TLS_SERVER_END_POINT, ChannelBinding, Mechanism, SaslError,
     ScramHash, ScramKeys, ScramServer,
 };
+use crate::sm::{Nonza, SmError};
 use franca_xml::{Element, Event, Limits, StreamHeader, StreamReader, stream_header};
 use std::collections::VecDeque;
 
@@ -40,6 +46,11 @@ pub struct C2sConfig {
     pub register_feature: Option<Element>,
     /// Offered after authentication by modules (roster versioning, pre-approval).
     pub session_features: Vec<Element>,
+    /// XEP-0484 FAST tokens are offered inside SASL2 (over TLS).
+    pub fast: bool,
+    /// XEP-0386: namespaces whose elements modules turn on inline in a Bind2 `<bind/>`
+    /// (carbons…); stream management and client state are always offered.
+    pub bind2_features: Vec<String>,
 }
 
 /// How the stream is delimited on the wire; fixed for the life of a connection.
@@ -52,6 +63,11 @@ pub enum Framing {
     /// `<close/>` or one stanza or nonza). [`C2sStream::next_action`] then takes whole
     /// messages, and every [`Action::Write`] is exactly one message.
     WebSocket,
+    /// XEP-0206 BOSH: the transport reads each request `<body/>` and reports stream starts
+    /// ([`C2sStream::bosh_start`]) and the body's children ([`C2sStream::bosh_element`]);
+    /// every [`Action::Write`] is one element declaring its own namespaces, for a response
+    /// body. No header or closing tag is ever written: the body attributes stand for them.
+    Bosh,
 }
 
 /// What the transport knows about one connection when it hands it to a [`C2sStream`].
@@ -89,6 +105,39 @@ pub enum Action {
     PreAuthIq(Element),
     /// A stanza from the bound session, for the router.
     Stanza(Element),
+    /// A XEP-0198 stream management or XEP-0352 client state element from the bound session,
+    /// for the transport (it owns the counters and the queue).
+    Nonza(Element),
+    /// XEP-0198 §5: resume the session `previd` instead of binding a resource; answer with
+    /// [`C2sStream::resumed`].
+    Resume { previd: String, h: u32 },
+    /// XEP-0484: look up the FAST tokens `account` holds for the client `client_id`, then call
+    /// [`C2sStream::provide_fast_tokens`] (or [`C2sStream::refuse_login`]).
+    FastTokens { account: String, client_id: String },
+    /// XEP-0484: the token with this key proved the login. Record its use atomically (refused
+    /// if it expired, was revoked or already saw `count`), or delete it for `invalidate`, then
+    /// call [`C2sStream::fast_token_used`].
+    FastTokenUsed {
+        account: String,
+        client_id: String,
+        key: Vec<u8>,
+        count: Option<u32>,
+        invalidate: bool,
+    },
+    /// XEP-0484: issue and store a token for this client and mechanism, then call
+    /// [`C2sStream::fast_token_issued`].
+    IssueFastToken {
+        account: String,
+        client_id: String,
+        mechanism: &'static str,
+    },
+    /// XEP-0386: turn these on for the session just bound through Bind2, then call
+    /// [`C2sStream::bind2_enabled`] with the answers for `<bound/>`.
+    Bind2Inline {
+        sm_enable: Option<(bool, Option<u32>)>,
+        inactive: bool,
+        extensions: Vec<Element>,
+    },
     /// The stream is over: close the connection after writing everything before this.
     Close,
 }
@@ -107,6 +156,10 @@ enum State {
     Bind,
     /// Waiting for the transport to bind.
     AwaitBind,
+    /// Waiting for the transport to resume a session (XEP-0198 §5).
+    AwaitResume,
+    /// Waiting for the transport during SASL2: a FAST token issued, Bind2 inline features.
+    AwaitSasl2,
     Established,
     Closed,
 }
@@ -139,6 +192,8 @@ pub struct C2sStream {
     awaiting_initial: Option<Mechanism>,
     /// The id of the bind request being answered.
     bind_id: String,
+    /// A XEP-0388 SASL2 exchange in progress.
+    sasl2: Option<Box<sasl2::Flow>>,
     pending: VecDeque<Action>,
 }
 
@@ -173,6 +228,7 @@ impl C2sStream {
             pending_account: None,
             awaiting_initial: None,
             bind_id: String::new(),
+            sasl2: None,
             pending: VecDeque::new(),
         }
     }
@@ -199,6 +255,12 @@ impl C2sStream {
         self.state == State::Closed
     }
 
+    /// True when actions are queued for the transport without any input (something the
+    /// transport asked for, such as a XEP-0198 `<r/>`, to write).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// True when no partial stanza is buffered (the transport may release its read buffer).
     pub fn is_idle(&self) -> bool {
         self.reader.is_idle()
@@ -218,7 +280,11 @@ impl C2sStream {
             }
             if matches!(
                 self.state,
-                State::AwaitCredentials | State::AwaitBind | State::Closed
+                State::AwaitCredentials
+                    | State::AwaitBind
+                    | State::AwaitResume
+                    | State::AwaitSasl2
+                    | State::Closed
             ) {
                 return None;
             }
@@ -228,7 +294,7 @@ impl C2sStream {
                 self.reader.release_if_idle();
                 return None;
             }
-            if self.framing == Framing::WebSocket {
+            if self.framing != Framing::Stream {
                 let frame = std::mem::take(input);
                 self.frame(frame);
                 continue;
@@ -263,7 +329,7 @@ impl C2sStream {
                 return self.fail(StreamError::from_xml_error(&e), Some(&text));
             }
         };
-        if el.ns == NS_FRAMING {
+        if el.ns == NS_FRAMING && self.framing == Framing::WebSocket {
             match el.name.as_str() {
                 "open" if self.state == State::Header => return self.open_frame(&el),
                 // Streams restart only where RFC 6120 says so (after SASL success); an
@@ -352,13 +418,15 @@ impl C2sStream {
         if !version_ok {
             return self.fail(StreamError::UnsupportedVersion, None);
         }
-        if self.framing == Framing::WebSocket && !self.tls && !self.config.allow_plaintext {
+        if self.framing != Framing::Stream && !self.tls && !self.config.allow_plaintext {
             // RFC 7395 §3.9: TLS belongs to the WebSocket layer, so without it (and without
-            // the plaintext opt-in) nothing could be negotiated here at all.
-            return self.fail(
-                StreamError::PolicyViolation,
-                Some("this WebSocket endpoint requires wss://"),
-            );
+            // the plaintext opt-in) nothing could be negotiated here at all. The same holds
+            // for HTTP below BOSH (XEP-0206 §15).
+            let text = match self.framing {
+                Framing::Bosh => "this BOSH endpoint requires https://",
+                _ => "this WebSocket endpoint requires wss://",
+            };
+            return self.fail(StreamError::PolicyViolation, Some(text));
         }
         let features = self.features();
         self.write_element(&features);
@@ -378,6 +446,8 @@ impl C2sStream {
         let header = match self.framing {
             Framing::Stream => stream_header(NS_CLIENT, &domain, None, &id),
             Framing::WebSocket => websocket::open_element(&domain, &id),
+            // The session creation response carries the stream attributes.
+            Framing::Bosh => return,
         };
         self.write(header);
     }
@@ -395,6 +465,10 @@ impl C2sStream {
             for extra in &self.config.session_features {
                 f.push(extra.clone());
             }
+            // Offered with binding: resumption replaces it (XEP-0198 §5), and both apply to
+            // the session that follows (XEP-0352 §2).
+            f.push(crate::sm::feature());
+            f.push(crate::csi::feature());
             return f;
         }
         // RFC 7395 §3.9: never STARTTLS inside a WebSocket.
@@ -414,6 +488,8 @@ impl C2sStream {
             m.push(Element::new("mechanism", NS_SASL).with_text(mech.name()));
         }
         f.push(m);
+        // XEP-0388 next to RFC 6120 SASL, which older clients keep using.
+        f.push(self.sasl2_feature(&mechs));
         let cb_types = self.cb_types();
         if !cb_types.is_empty() {
             f.push(sasl::channel_binding_feature(&cb_types));
@@ -453,8 +529,20 @@ impl C2sStream {
             State::Negotiating | State::SaslChallenge => self.negotiation_element(el),
             State::Bind => self.bind_element(el),
             State::Established => {
-                if el.ns == NS_CLIENT && matches!(el.name.as_str(), "message" | "presence" | "iq") {
+                if is_session_request(&el) {
+                    // RFC 6121 App. E: offered as optional (see `features`), so it is a no-op
+                    // that must still succeed; strophe.js sends it anyway.
+                    let mut result = Element::new("iq", NS_CLIENT).with_attr("type", "result");
+                    if let Some(id) = el.attr("id") {
+                        result.set_attr("id", id.to_owned());
+                    }
+                    self.write_element(&result);
+                } else if el.ns == NS_CLIENT
+                    && matches!(el.name.as_str(), "message" | "presence" | "iq")
+                {
                     self.pending.push_back(Action::Stanza(el));
+                } else if el.ns == NS_SM || el.ns == NS_CSI {
+                    self.pending.push_back(Action::Nonza(el));
                 } else if el.ns == NS_CLIENT {
                     self.fail(StreamError::UnsupportedStanzaType, None);
                 } else {
@@ -465,17 +553,23 @@ impl C2sStream {
                 }
             }
             // Requests outstanding or closed: `next_action` does not read in these states.
-            State::Header | State::AwaitCredentials | State::AwaitBind | State::Closed => {}
+            State::Header
+            | State::AwaitCredentials
+            | State::AwaitBind
+            | State::AwaitResume
+            | State::AwaitSasl2
+            | State::Closed => {}
         }
     }
 
     fn negotiation_element(&mut self, el: Element) {
         if el.is("starttls", NS_TLS) {
-            if self.framing == Framing::WebSocket {
-                return self.fail(
-                    StreamError::PolicyViolation,
-                    Some("STARTTLS is not available over WebSocket; use wss://"),
-                );
+            if self.framing != Framing::Stream {
+                let text = match self.framing {
+                    Framing::Bosh => "STARTTLS is not available over BOSH; use https://",
+                    _ => "STARTTLS is not available over WebSocket; use wss://",
+                };
+                return self.fail(StreamError::PolicyViolation, Some(text));
             }
             if self.tls || self.state != State::Negotiating {
                 return self.fail(
@@ -489,6 +583,9 @@ impl C2sStream {
         }
         if el.ns == NS_SASL {
             return self.sasl_element(el);
+        }
+        if el.ns == NS_SASL2 {
+            return self.sasl2_element(el);
         }
         if el.is("iq", NS_CLIENT) && self.state == State::Negotiating {
             if !self.tls && !self.config.allow_plaintext {
@@ -608,7 +705,7 @@ impl C2sStream {
                 Ok(challenge) => {
                     self.sasl = Some(Sasl::Scram(scram));
                     self.state = State::SaslChallenge;
-                    self.write_element(&sasl_payload("challenge", &challenge));
+                    self.write_challenge(&challenge);
                     self.pending_account = Some(account.to_owned());
                 }
                 Err(e) => {
@@ -667,6 +764,9 @@ impl C2sStream {
     }
 
     fn succeed(&mut self, account: String, additional: Vec<u8>) {
+        if self.sasl2.is_some() {
+            return self.sasl2_authenticated(account, additional);
+        }
         self.sasl = None;
         let success = if additional.is_empty() {
             Element::new("success", NS_SASL)
@@ -687,10 +787,20 @@ impl C2sStream {
     }
 
     fn sasl_failure(&mut self, err: SaslError, text: Option<&str>) {
+        if self.sasl2_failure(&err, text) {
+            return;
+        }
         self.write_element(&err.to_failure_element(text));
     }
 
     fn bind_element(&mut self, el: Element) {
+        if el.ns == NS_SM {
+            return self.sm_before_bind(&el);
+        }
+        if el.ns == NS_CSI {
+            // XEP-0352 applies to a bound session; a state sent before it changes nothing.
+            return;
+        }
         if !el.is("iq", NS_CLIENT) {
             return self.fail(StreamError::NotAuthorized, Some("bind a resource first"));
         }
@@ -712,12 +822,80 @@ impl C2sStream {
         }
     }
 
+    /// XEP-0198 before a resource is bound: `<resume/>` (§5) goes to the transport;
+    /// `<enable/>` is too early (§3, answered `<failed/>`); `<r/>` and `<a/>` mean nothing yet.
+    fn sm_before_bind(&mut self, el: &Element) {
+        match Nonza::parse(el) {
+            Some(Ok(Nonza::Resume { previd, h })) => {
+                self.state = State::AwaitResume;
+                self.pending.push_back(Action::Resume { previd, h });
+            }
+            Some(Ok(Nonza::Enable { .. })) => {
+                self.write_element(&SmError::UnexpectedRequest.to_element());
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) if e.closes_stream() => self.fail_with(&e.to_element()),
+            Some(Err(e)) => self.write_element(&e.to_element()),
+        }
+    }
+
+    /// The answer to [`Action::Resume`]: `Ok(<resumed/>)` makes the stream established (the
+    /// transport then writes the stanzas to retransmit); `Err(<failed/>)` leaves it waiting
+    /// for a resource binding, as XEP-0198 §5 lets the client go on with a new session.
+    pub fn resumed(&mut self, answer: Result<Element, Element>) {
+        if self.state != State::AwaitResume {
+            return;
+        }
+        if self.sasl2.is_some() {
+            return self.sasl2_resumed(answer);
+        }
+        match answer {
+            Ok(resumed) => {
+                self.write_element(&resumed);
+                self.state = State::Established;
+            }
+            Err(failed) => {
+                self.write_element(&failed);
+                self.state = State::Bind;
+            }
+        }
+    }
+
+    /// Writes a stanza already serialised for a `jabber:client` stream (a retransmission
+    /// after XEP-0198 resumption), framed like every other element.
+    pub fn send_stanza_xml(&mut self, xml: &str) {
+        let framed = match self.framing {
+            Framing::Stream => xml.to_owned(),
+            _ => with_client_ns(xml).into_owned(),
+        };
+        self.write(framed);
+    }
+
+    /// Closes the stream with a stream error built elsewhere (XEP-0198 errors carry an
+    /// application condition).
+    pub fn fail_with(&mut self, error: &Element) {
+        if self.state == State::Closed {
+            return;
+        }
+        let domain = self
+            .domain
+            .clone()
+            .or_else(|| self.config.domains.first().cloned())
+            .unwrap_or_default();
+        self.open_header(domain);
+        self.write_element(error);
+        self.finish();
+    }
+
     /// The answer to [`Action::Bind`]: the bound full JID, or a binding error condition
     /// (`bad-request` for a resource that is not a valid resourcepart, `conflict`,
     /// `not-allowed`, `resource-constraint`).
     pub fn bound(&mut self, result: Result<&str, &'static str>) {
         if self.state != State::AwaitBind {
             return;
+        }
+        if self.sasl2.is_some() {
+            return self.sasl2_bound(result);
         }
         let id = std::mem::take(&mut self.bind_id);
         match result {
@@ -796,10 +974,14 @@ impl C2sStream {
     /// Our end of the stream (RFC 6120 §4.4, RFC 7395 §3.6), then the connection closes.
     fn finish(&mut self) {
         let end = match self.framing {
-            Framing::Stream => String::from("</stream:stream>"),
-            Framing::WebSocket => websocket::close_element(),
+            Framing::Stream => Some(String::from("</stream:stream>")),
+            Framing::WebSocket => Some(websocket::close_element()),
+            // A terminate body ends a BOSH session; the transport writes it.
+            Framing::Bosh => None,
         };
-        self.write(end);
+        if let Some(end) = end {
+            self.write(end);
+        }
         self.state = State::Closed;
         self.pending.push_back(Action::Close);
     }
@@ -809,7 +991,8 @@ impl C2sStream {
     fn write_element(&mut self, el: &Element) {
         let xml = match self.framing {
             Framing::Stream => el.to_xml_in(NS_CLIENT),
-            Framing::WebSocket => websocket::frame_xml(el),
+            // A BOSH response body is a standalone document too.
+            Framing::WebSocket | Framing::Bosh => websocket::frame_xml(el),
         };
         self.write(xml);
     }
@@ -825,6 +1008,16 @@ impl C2sStream {
             self.pending.push_back(Action::Write(s));
         }
     }
+}
+
+/// An RFC 3921 session establishment request: `<iq type='set'>` to the server (or no `to`)
+/// carrying only `<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>`.
+fn is_session_request(el: &Element) -> bool {
+    el.is("iq", NS_CLIENT)
+        && el.attr("type") == Some("set")
+        && el.attr("to").is_none()
+        && el.child("session", NS_SESSION).is_some()
+        && el.elements().count() == 1
 }
 
 /// The bare JID for a SASL authcid: a localpart (or, leniently, `local@domain` for this
@@ -878,6 +1071,8 @@ mod tests {
             },
             register_feature: None,
             session_features: vec![],
+            fast: true,
+            bind2_features: vec![crate::ns::NS_CARBONS.to_owned()],
         })
     }
 
@@ -1074,6 +1269,127 @@ mod tests {
             "<message to='romeo@example.org'><body>hi</body></message>",
         );
         assert!(matches!(&actions[..], [Action::Stanza(m)] if m.name == "message"));
+    }
+
+    /// A stream authenticated as juliet (PLAIN over TLS) and restarted, before binding;
+    /// returns the post-authentication features.
+    fn authenticated() -> (C2sStream, String) {
+        let mut s = C2sStream::new(config(false), Some(tls_binding()));
+        run(&mut s, HEADER);
+        run(
+            &mut s,
+            &format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+                B64.encode("\0juliet\0secret")
+            ),
+        );
+        s.provide_credentials("juliet@example.org", Some(keys("secret")));
+        run(&mut s, "");
+        let features = written(&run(&mut s, HEADER));
+        (s, features)
+    }
+
+    #[test]
+    fn xep0198_2_and_xep0352_2_features_are_offered_after_authentication() {
+        let mut s = C2sStream::new(config(false), Some(tls_binding()));
+        let before = written(&run(&mut s, HEADER));
+        // Before authentication only as a SASL2 inline feature (resumption in <authenticate/>).
+        let outside_sasl2: String = before
+            .split("<authentication")
+            .take(1)
+            .chain(before.split("</authentication>").skip(1))
+            .collect();
+        assert!(!outside_sasl2.contains("urn:xmpp:sm:3"), "{before}");
+        let (_, after) = authenticated();
+        assert!(after.contains("<sm xmlns='urn:xmpp:sm:3'/>"), "{after}");
+        assert!(after.contains("<csi xmlns='urn:xmpp:csi:0'/>"), "{after}");
+    }
+
+    #[test]
+    fn xep0198_3_enable_before_binding_fails_and_the_stream_goes_on() {
+        let (mut s, _) = authenticated();
+        let out = written(&run(
+            &mut s,
+            "<enable xmlns='urn:xmpp:sm:3' resume='true'/>",
+        ));
+        assert!(
+            out.contains("<failed xmlns='urn:xmpp:sm:3'><unexpected-request"),
+            "{out}"
+        );
+        // CSI before binding is ignored, and binding still works.
+        assert!(run(&mut s, "<inactive xmlns='urn:xmpp:csi:0'/>").is_empty());
+        let actions = run(
+            &mut s,
+            "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+        );
+        assert!(matches!(
+            actions.last(),
+            Some(Action::Bind { resource: None })
+        ));
+    }
+
+    #[test]
+    fn xep0198_5_resume_replaces_binding() {
+        let (mut s, _) = authenticated();
+        // The client pipelines an <r/> behind its <resume/>: it is read only once the
+        // transport has answered.
+        let mut input =
+            &b"<resume xmlns='urn:xmpp:sm:3' previd='abc' h='3'/><r xmlns='urn:xmpp:sm:3'/>"[..];
+        let first = s.next_action(&mut input);
+        assert!(
+            matches!(&first, Some(Action::Resume { previd, h: 3 }) if previd == "abc"),
+            "{first:?}"
+        );
+        assert!(s.next_action(&mut input).is_none());
+        s.resumed(Ok(crate::sm::Nonza::Resumed {
+            previd: "abc".into(),
+            h: 7,
+        }
+        .to_element()));
+        s.send_stanza_xml("<message to='juliet@example.org/a'><body>again</body></message>");
+        let mut actions = Vec::new();
+        while let Some(a) = s.next_action(&mut input) {
+            actions.push(a);
+        }
+        let out = written(&actions);
+        assert!(
+            out.starts_with("<resumed xmlns='urn:xmpp:sm:3' previd='abc' h='7'/><message"),
+            "{out}"
+        );
+        assert!(matches!(actions.last(), Some(Action::Nonza(r)) if r.name == "r"));
+        assert!(s.is_established());
+        // Stream management and client state elements go to the transport.
+        let actions = run(
+            &mut s,
+            "<a xmlns='urn:xmpp:sm:3' h='1'/><active xmlns='urn:xmpp:csi:0'/>",
+        );
+        assert!(
+            matches!(&actions[..], [Action::Nonza(a), Action::Nonza(c)]
+                if a.name == "a" && c.name == "active"),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn xep0198_5_failed_resumption_leaves_binding_open() {
+        let (mut s, _) = authenticated();
+        run(
+            &mut s,
+            "<resume xmlns='urn:xmpp:sm:3' previd='gone' h='0'/>",
+        );
+        s.resumed(Err(crate::sm::SmError::UnknownSession.to_element()));
+        let out = written(&run(&mut s, ""));
+        assert!(out.contains("<item-not-found"), "{out}");
+        let actions = run(
+            &mut s,
+            "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+        );
+        assert!(matches!(actions.last(), Some(Action::Bind { .. })));
+        // A malformed <resume/> (no h) is a stream error.
+        let (mut s, _) = authenticated();
+        let out = written(&run(&mut s, "<resume xmlns='urn:xmpp:sm:3' previd='abc'/>"));
+        assert!(out.contains("<bad-format"), "{out}");
+        assert!(s.is_closed());
     }
 
     #[test]

@@ -11,16 +11,22 @@
 //! * [`sasl`] — SCRAM-SHA-1/256/512 (+PLUS) and PLAIN server mechanisms (RFC 6120 §6,
 //!   RFC 5802, RFC 7677, RFC 4616), channel binding (RFC 5929, RFC 9266, XEP-0440) and
 //!   downgrade protection (XEP-0474).
+//! * [`sasl2`], [`bind2`], [`fast`] — XEP-0388 SASL2, XEP-0386 Bind 2 and XEP-0484 FAST
+//!   tokens with the HT-SHA-256 mechanisms: a reconnecting client authenticated, bound (or
+//!   resumed) and set up in one round trip.
 //! * [`sm`] — XEP-0198 stream management: acks, the unacknowledged queue, resumption.
 //! * [`csi`] — XEP-0352 client state indication: which stanzas an inactive client gets now.
 //! * [`jidprep`] — localpart and bare-JID preparation (RFC 6122 stringprep via the `jid`
 //!   crate, RFC 7622 / RFC 8265 PRECIS).
 
+pub mod bind2;
 pub mod bosh;
 pub mod c2s;
 pub mod csi;
 pub mod errors;
+pub mod fast;
 pub mod jidprep;
 pub mod ns;
 pub mod sasl;
+pub mod sasl2;
 pub mod sm;

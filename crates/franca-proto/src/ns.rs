@@ -56,6 +56,12 @@ pub const NS_XBOSH: &str = "urn:xmpp:xbosh";
 pub const NS_SM: &str = "urn:xmpp:sm:3";
 /// Client state indication (XEP-0352).
 pub const NS_CSI: &str = "urn:xmpp:csi:0";
+/// Extensible SASL profile: `<authentication/>`, `<authenticate/>`, `<success/>` (XEP-0388).
+pub const NS_SASL2: &str = "urn:xmpp:sasl:2";
+/// Resource binding inside SASL2 (XEP-0386 Bind 2).
+pub const NS_BIND2: &str = "urn:xmpp:bind:0";
+/// Fast Authentication Streamlining Tokens, inside SASL2 (XEP-0484).
+pub const NS_FAST: &str = "urn:xmpp:fast:0";
 /// SASL channel-binding type capability stream feature (XEP-0440).
 pub const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 /// In-band registration stream feature (XEP-0077 §8).

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::{
-    ImportedAccount, LastActivity, OfflineMessage, Result, Roster, RosterItem, ScramCredentials,
-    Store,
+    FastToken, ImportedAccount, LastActivity, OfflineMessage, Result, Roster, RosterItem,
+    ScramCredentials, Store,
 };
 
 /// A [`Store`] that keeps up to `capacity` users' rosters in memory and passes everything else
@@ -485,6 +485,32 @@ impl Store for RosterCache {
         self.inner.set_last_activity_many(records).await
     }
 
+    async fn put_fast_token(&self, user: &str, token: &FastToken, now_us: i64) -> Result<()> {
+        self.inner.put_fast_token(user, token, now_us).await
+    }
+
+    async fn fast_tokens(&self, user: &str, client_id: &str) -> Result<Vec<FastToken>> {
+        self.inner.fast_tokens(user, client_id).await
+    }
+
+    async fn use_fast_token(
+        &self,
+        user: &str,
+        client_id: &str,
+        hash: &[u8],
+        count: Option<u32>,
+        invalidate: bool,
+        now_us: i64,
+    ) -> Result<bool> {
+        self.inner
+            .use_fast_token(user, client_id, hash, count, invalidate, now_us)
+            .await
+    }
+
+    async fn revoke_fast_tokens(&self, user: &str) -> Result<u64> {
+        self.inner.revoke_fast_tokens(user).await
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }
@@ -599,6 +625,28 @@ mod tests {
         }
         async fn set_last_activity_many(&self, records: &[(String, LastActivity)]) -> Result<()> {
             self.inner.set_last_activity_many(records).await
+        }
+        async fn put_fast_token(&self, u: &str, t: &FastToken, now: i64) -> Result<()> {
+            self.inner.put_fast_token(u, t, now).await
+        }
+        async fn fast_tokens(&self, user: &str, client_id: &str) -> Result<Vec<FastToken>> {
+            self.inner.fast_tokens(user, client_id).await
+        }
+        async fn use_fast_token(
+            &self,
+            user: &str,
+            client_id: &str,
+            hash: &[u8],
+            count: Option<u32>,
+            invalidate: bool,
+            now_us: i64,
+        ) -> Result<bool> {
+            self.inner
+                .use_fast_token(user, client_id, hash, count, invalidate, now_us)
+                .await
+        }
+        async fn revoke_fast_tokens(&self, user: &str) -> Result<u64> {
+            self.inner.revoke_fast_tokens(user).await
         }
         async fn close(&self) {
             self.inner.close().await;

@@ -10,7 +10,8 @@
 use futures_util::future::join_all;
 
 use crate::{
-    ImportedAccount, LastActivity, RosterItem, ScramCredentials, Store, StoreError, Subscription,
+    FastToken, ImportedAccount, LastActivity, MAX_FAST_CLIENTS, RosterItem, ScramCredentials,
+    Store, StoreError, Subscription,
 };
 
 /// `ok!(store.method(args))`: await and unwrap, naming the call when it fails.
@@ -53,6 +54,7 @@ pub async fn run_all(store: &dyn Store) {
     blocking(store).await;
     last_activity(store).await;
     last_activity_many(store).await;
+    fast_tokens(store).await;
     import_accounts(store).await;
     remove_user_deletes_everything(store).await;
     assert_eq!(
@@ -618,6 +620,7 @@ async fn fill(store: &dyn Store, u: &str) {
             status: "bye".to_owned()
         }
     ));
+    ok!(store.put_fast_token(u, &token("phone", 1, 100), 0));
 }
 
 async fn assert_nothing_stored(store: &dyn Store, u: &str) {
@@ -640,6 +643,10 @@ async fn assert_nothing_stored(store: &dyn Store, u: &str) {
     assert_eq!(ok!(store.vcard(u)), None, "{u}: vcard");
     assert!(ok!(store.blocklist(u)).is_empty(), "{u}: blocklist");
     assert_eq!(ok!(store.last_activity(u)), None, "{u}: last activity");
+    assert!(
+        ok!(store.fast_tokens(u, "phone")).is_empty(),
+        "{u}: FAST tokens"
+    );
 }
 
 async fn import_accounts(store: &dyn Store) {
@@ -724,4 +731,178 @@ async fn remove_user_deletes_everything(store: &dyn Store) {
     );
     ok!(store.remove_user(keep));
     assert_nothing_stored(store, keep).await;
+}
+
+/// A FAST token for `client` whose hash depends on `seed`, expiring at `expires_us`.
+fn token(client: &str, seed: u8, expires_us: i64) -> FastToken {
+    FastToken {
+        client_id: client.to_owned(),
+        hash: (0..32).map(|i| i ^ seed).collect(),
+        mechanism: "HT-SHA-256-NONE".to_owned(),
+        expires_us,
+        count: 0,
+        new: true,
+    }
+}
+
+async fn fast_tokens(store: &dyn Store) {
+    let (u, other) = ("fast@a.example", "fast-other@a.example");
+    err!(
+        store.put_fast_token(u, &token("phone", 1, 100), 0),
+        StoreError::UnknownUser(_)
+    );
+    new_user(store, u).await;
+    new_user(store, other).await;
+    assert!(ok!(store.fast_tokens(u, "phone")).is_empty());
+
+    // Issued: the 'new' slot. Another issue before any use replaces it.
+    ok!(store.put_fast_token(u, &token("phone", 1, 100), 0));
+    ok!(store.put_fast_token(u, &token("phone", 2, 200), 0));
+    assert_eq!(ok!(store.fast_tokens(u, "phone")), [token("phone", 2, 200)]);
+    assert!(!ok!(store.use_fast_token(
+        u,
+        "phone",
+        &token("phone", 1, 0).hash,
+        None,
+        false,
+        10
+    )));
+    // Not another user's, not another client's.
+    assert!(!ok!(store.use_fast_token(
+        other,
+        "phone",
+        &token("phone", 2, 0).hash,
+        None,
+        false,
+        10
+    )));
+    assert!(!ok!(store.use_fast_token(
+        u,
+        "laptop",
+        &token("phone", 2, 0).hash,
+        None,
+        false,
+        10
+    )));
+
+    // Used with a counter: it becomes current and remembers the counter.
+    assert!(ok!(store.use_fast_token(
+        u,
+        "phone",
+        &token("phone", 2, 0).hash,
+        Some(5),
+        false,
+        10
+    )));
+    let current = ok!(store.fast_tokens(u, "phone"));
+    assert_eq!(current.len(), 1);
+    assert!(!current[0].new);
+    assert_eq!(current[0].count, 5);
+    // A replayed or lower counter changes nothing; no counter (no 0-RTT) is fine.
+    assert!(!ok!(store.use_fast_token(
+        u,
+        "phone",
+        &current[0].hash,
+        Some(5),
+        false,
+        10
+    )));
+    assert!(!ok!(store.use_fast_token(
+        u,
+        "phone",
+        &current[0].hash,
+        Some(4),
+        false,
+        10
+    )));
+    assert!(ok!(store.use_fast_token(
+        u,
+        "phone",
+        &current[0].hash,
+        None,
+        false,
+        10
+    )));
+    assert_eq!(ok!(store.fast_tokens(u, "phone"))[0].count, 5);
+
+    // Rotation: a new token sits next to the current one until it is used, which drops the
+    // old one.
+    ok!(store.put_fast_token(u, &token("phone", 3, 300), 10));
+    let both = ok!(store.fast_tokens(u, "phone"));
+    assert_eq!(both.len(), 2);
+    assert!(
+        both.iter()
+            .any(|t| t.new && t.hash == token("phone", 3, 0).hash)
+    );
+    assert!(ok!(store.use_fast_token(
+        u,
+        "phone",
+        &token("phone", 2, 0).hash,
+        Some(6),
+        false,
+        10
+    )));
+    assert_eq!(ok!(store.fast_tokens(u, "phone")).len(), 2);
+    assert!(ok!(store.use_fast_token(
+        u,
+        "phone",
+        &token("phone", 3, 0).hash,
+        None,
+        false,
+        10
+    )));
+    let after = ok!(store.fast_tokens(u, "phone"));
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].hash, token("phone", 3, 0).hash);
+    assert!(!ok!(store.use_fast_token(
+        u,
+        "phone",
+        &token("phone", 2, 0).hash,
+        Some(7),
+        false,
+        10
+    )));
+
+    // Expired tokens are refused, and dropped at the next issue.
+    assert!(!ok!(store.use_fast_token(
+        u,
+        "phone",
+        &token("phone", 3, 0).hash,
+        None,
+        false,
+        300
+    )));
+    ok!(store.put_fast_token(u, &token("tablet", 4, 1000), 300));
+    assert!(ok!(store.fast_tokens(u, "phone")).is_empty());
+
+    // Invalidation deletes the token it logged in with.
+    assert!(ok!(store.use_fast_token(
+        u,
+        "tablet",
+        &token("tablet", 4, 0).hash,
+        None,
+        true,
+        400
+    )));
+    assert!(ok!(store.fast_tokens(u, "tablet")).is_empty());
+
+    // Clients are bounded: the ones renewed least recently go.
+    let clients = MAX_FAST_CLIENTS + 2;
+    for i in 0..clients {
+        ok!(store.put_fast_token(u, &token(&format!("c{i:03}"), 9, 10_000 + i), 500));
+    }
+    assert!(ok!(store.fast_tokens(u, "c000")).is_empty());
+    assert!(ok!(store.fast_tokens(u, "c001")).is_empty());
+    assert_eq!(ok!(store.fast_tokens(u, "c002")).len(), 1);
+
+    // Revocation removes them all, and only this user's.
+    ok!(store.put_fast_token(other, &token("phone", 5, 1000), 0));
+    assert_eq!(
+        ok!(store.revoke_fast_tokens(u)),
+        u64::try_from(MAX_FAST_CLIENTS).unwrap_or(0)
+    );
+    assert_eq!(ok!(store.revoke_fast_tokens(u)), 0);
+    assert_eq!(ok!(store.fast_tokens(other, "phone")).len(), 1);
+    ok!(store.remove_user(u));
+    ok!(store.remove_user(other));
 }

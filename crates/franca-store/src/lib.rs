@@ -29,6 +29,11 @@ use std::sync::Arc;
 /// [`RosterCache::forget`] yet), so a smaller bound would mainly cost reloads, not correctness.
 pub const DEFAULT_ROSTER_CACHE_USERS: usize = 50_000;
 
+/// Clients of one account that may hold FAST tokens at once; issuing a token to one more
+/// drops the tokens of the client whose token expires first (each client is one user-agent id,
+/// which a client picks itself, so this bounds what one account can store).
+pub const MAX_FAST_CLIENTS: i64 = 64;
+
 /// Open the store named by `url`, creating it if needed, and apply pending schema migrations.
 ///
 /// - `sqlite://path`, `sqlite:path` (relative to the current directory) or `sqlite:///abs/path`:
@@ -83,7 +88,8 @@ pub trait Store: Send + Sync + 'static {
     /// Credentials for one hash ("SHA-1", "SHA-256", "SHA-512"); `None` if no such user.
     async fn credentials(&self, user: &str, hash: &str) -> Result<Option<ScramCredentials>>;
     async fn user_exists(&self, user: &str) -> Result<bool>;
-    /// Delete the account and all of its data (roster, offline, vCard, blocklist, last activity).
+    /// Delete the account and all of its data (roster, offline, vCard, blocklist, last activity,
+    /// FAST tokens).
     /// `UnknownUser` when absent.
     async fn remove_user(&self, user: &str) -> Result<()>;
     /// Bare JIDs of all accounts, optionally only those in `domain`, sorted.
@@ -143,6 +149,31 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    // ---- XEP-0484 FAST tokens, stored hashed; at most a 'current' and a 'new' one per client.
+    /// Store a token just issued to `token.client_id` in its 'new' slot, replacing one issued
+    /// before and never used (XEP-0484 §3.5). Tokens of `user` that expired by `now_us` are
+    /// deleted, and so are the ones of its least recently renewed clients beyond
+    /// [`MAX_FAST_CLIENTS`]. `UnknownUser` when absent.
+    async fn put_fast_token(&self, user: &str, token: &FastToken, now_us: i64) -> Result<()>;
+    /// The tokens `user` holds for one client (at most two), expired ones included.
+    async fn fast_tokens(&self, user: &str, client_id: &str) -> Result<Vec<FastToken>>;
+    /// A login proved the token with this hash: in one transaction, check that it still exists
+    /// and has not expired by `now_us`, and that `count` (when given) is above every counter
+    /// accepted for it; then record `count`, make a 'new' token the client's current one
+    /// (dropping the old current one, XEP-0484 §3.5), or delete it when `invalidate`. Returns
+    /// false, changing nothing, when a check fails.
+    async fn use_fast_token(
+        &self,
+        user: &str,
+        client_id: &str,
+        hash: &[u8],
+        count: Option<u32>,
+        invalidate: bool,
+        now_us: i64,
+    ) -> Result<bool>;
+    /// Delete every token of `user` (an administrator revoking them); returns how many.
+    async fn revoke_fast_tokens(&self, user: &str) -> Result<u64>;
 
     // ---- bulk import
     /// Create these accounts with their data. An account that already exists is left as it

@@ -108,3 +108,32 @@ pub struct ImportedAccount {
     /// The serialised `<vCard xmlns='vcard-temp'/>`.
     pub vcard: Option<String>,
 }
+
+/// A XEP-0484 FAST token as stored: its SHA-256 hash, never the token itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FastToken {
+    /// The client it was issued to (its XEP-0388 user-agent id).
+    pub client_id: String,
+    /// SHA-256 of the token.
+    pub hash: Vec<u8>,
+    /// The HT mechanism it may be used with.
+    pub mechanism: String,
+    /// Microseconds since the Unix epoch after which it is refused.
+    pub expires_us: i64,
+    /// The highest replay counter accepted for it (0: none yet).
+    pub count: u32,
+    /// Issued and not used yet (XEP-0484's 'new' slot); a used token is the client's current one.
+    pub new: bool,
+}
+
+impl std::fmt::Debug for FastToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastToken")
+            .field("client_id", &self.client_id)
+            .field("mechanism", &self.mechanism)
+            .field("expires_us", &self.expires_us)
+            .field("count", &self.count)
+            .field("new", &self.new)
+            .finish_non_exhaustive()
+    }
+}

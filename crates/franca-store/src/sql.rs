@@ -16,8 +16,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use crate::{
-    ImportedAccount, LastActivity, OfflineMessage, Result, RosterItem, ScramCredentials, Store,
-    StoreError, Subscription,
+    FastToken, ImportedAccount, LastActivity, MAX_FAST_CLIENTS, OfflineMessage, Result, RosterItem,
+    ScramCredentials, Store, StoreError, Subscription,
 };
 
 /// How long a connection waits for another process's write lock before giving up. The
@@ -848,6 +848,154 @@ impl Store for SqlStore {
             .map_err(db)?;
         }
         tx.commit().await.map_err(db)
+    }
+
+    async fn put_fast_token(&self, user: &str, token: &FastToken, now_us: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        self.lock_user(&mut tx, user).await?;
+        sqlx::query("DELETE FROM fast_tokens WHERE user_jid = $1 AND expires_us <= $2")
+            .bind(user)
+            .bind(now_us)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO fast_tokens (user_jid, client_id, slot, token_hash, mechanism, \
+             expires_us, count) VALUES ($1, $2, 'new', $3, $4, $5, 0) \
+             ON CONFLICT (user_jid, client_id, slot) DO UPDATE SET \
+             token_hash = excluded.token_hash, mechanism = excluded.mechanism, \
+             expires_us = excluded.expires_us, count = 0",
+        )
+        .bind(user)
+        .bind(token.client_id.as_str())
+        .bind(token.hash.as_slice())
+        .bind(token.mechanism.as_str())
+        .bind(token.expires_us)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_for(user))?;
+        // Client ids are the client's choice: keep the ones renewed most recently.
+        sqlx::query(
+            "DELETE FROM fast_tokens WHERE user_jid = $1 AND client_id NOT IN \
+             (SELECT client_id FROM fast_tokens WHERE user_jid = $1 GROUP BY client_id \
+             ORDER BY MAX(expires_us) DESC, client_id LIMIT $2)",
+        )
+        .bind(user)
+        .bind(MAX_FAST_CLIENTS)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn fast_tokens(&self, user: &str, client_id: &str) -> Result<Vec<FastToken>> {
+        // 'new' sorts after 'current': the token a client most likely holds comes first.
+        let rows = sqlx::query(
+            "SELECT slot, token_hash, mechanism, expires_us, count FROM fast_tokens \
+             WHERE user_jid = $1 AND client_id = $2 ORDER BY slot DESC",
+        )
+        .bind(user)
+        .bind(client_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let slot: String = get(row, "slot")?;
+                let count: i64 = get(row, "count")?;
+                Ok(FastToken {
+                    client_id: client_id.to_owned(),
+                    hash: get(row, "token_hash")?,
+                    mechanism: get(row, "mechanism")?,
+                    expires_us: get(row, "expires_us")?,
+                    count: u32::try_from(count).unwrap_or(u32::MAX),
+                    new: slot == "new",
+                })
+            })
+            .collect()
+    }
+
+    async fn use_fast_token(
+        &self,
+        user: &str,
+        client_id: &str,
+        hash: &[u8],
+        count: Option<u32>,
+        invalidate: bool,
+        now_us: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        // The account lock serialises two logins replaying one counter at the same moment.
+        match self.lock_user(&mut tx, user).await {
+            Ok(_) => {}
+            Err(StoreError::UnknownUser(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let row = sqlx::query(
+            "SELECT slot, expires_us, count FROM fast_tokens \
+             WHERE user_jid = $1 AND client_id = $2 AND token_hash = $3",
+        )
+        .bind(user)
+        .bind(client_id)
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let slot: String = get(&row, "slot")?;
+        let expires_us: i64 = get(&row, "expires_us")?;
+        let stored: i64 = get(&row, "count")?;
+        if expires_us <= now_us || count.is_some_and(|c| i64::from(c) <= stored) {
+            return Ok(false);
+        }
+        if invalidate {
+            sqlx::query(
+                "DELETE FROM fast_tokens WHERE user_jid = $1 AND client_id = $2 AND slot = $3",
+            )
+            .bind(user)
+            .bind(client_id)
+            .bind(slot.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        } else {
+            if slot == "new" {
+                // The client has the new token, so the one before it is done with.
+                sqlx::query(
+                    "DELETE FROM fast_tokens WHERE user_jid = $1 AND client_id = $2 \
+                     AND slot = 'current'",
+                )
+                .bind(user)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            sqlx::query(
+                "UPDATE fast_tokens SET slot = 'current', count = $4 \
+                 WHERE user_jid = $1 AND client_id = $2 AND slot = $3",
+            )
+            .bind(user)
+            .bind(client_id)
+            .bind(slot.as_str())
+            .bind(count.map_or(stored, i64::from))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn revoke_fast_tokens(&self, user: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM fast_tokens WHERE user_jid = $1")
+            .bind(user)
+            .execute(&self.write)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
     }
 
     async fn close(&self) {

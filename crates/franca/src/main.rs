@@ -49,12 +49,15 @@ enum Command {
 enum UserCommand {
     /// Create an account.
     Add { jid: String },
-    /// Change an account's password.
+    /// Change an account's password (this also revokes its FAST tokens).
     Passwd { jid: String },
     /// Delete an account and all of its data, ending its sessions.
     Remove { jid: String },
     /// List accounts, optionally of one domain.
     List { domain: Option<String> },
+    /// Revoke every XEP-0484 FAST token of an account: its clients must log in with the
+    /// password again.
+    RevokeTokens { jid: String },
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {

@@ -59,6 +59,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
         },
         register_feature: franca_im::register::stream_feature(&config),
         session_features,
+        fast: config.fast.enabled,
+        bind2_features: modules
+            .iter()
+            .flat_map(|m| m.bind2_features())
+            .map(|ns| (*ns).to_owned())
+            .collect(),
     });
     let limits = config.limits.clone();
     let listen = config.listen.clone();
@@ -89,6 +95,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
         .await
         .map_err(|e| e.to_string())?;
     let http = franca_net::bind_all("http", &listen.http)
+        .await
+        .map_err(|e| e.to_string())?;
+    let https = franca_net::bind_all("https", &listen.https)
+        .await
+        .map_err(|e| e.to_string())?;
+    let multiplex = franca_net::bind_all("multiplex", &listen.multiplex)
         .await
         .map_err(|e| e.to_string())?;
     let mut tasks = Vec::new();
@@ -124,6 +136,30 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
                 let c2s = Some(ctx.clone());
                 if let Err(e) = franca_net::http::serve(l, server, metrics, c2s, stop).await {
                     tracing::error!("HTTP listener failed: {e}");
+                }
+            }
+        }));
+    }
+    for l in https {
+        log_listener("HTTPS (the HTTP endpoints over TLS; wss://)", &l);
+        let app = franca_net::http::router(server.clone(), metrics.clone(), Some(ctx.clone()));
+        tasks.push(tokio::spawn({
+            let ctx = ctx.clone();
+            async move {
+                if let Err(e) = franca_net::https::serve(l, ctx, app).await {
+                    tracing::error!("HTTPS listener failed: {e}");
+                }
+            }
+        }));
+    }
+    for l in multiplex {
+        log_listener("multiplex (XMPP and HTTPS on one TLS port, by ALPN)", &l);
+        let app = franca_net::http::router(server.clone(), metrics.clone(), Some(ctx.clone()));
+        tasks.push(tokio::spawn({
+            let ctx = ctx.clone();
+            async move {
+                if let Err(e) = franca_net::multiplex::serve(l, ctx, app).await {
+                    tracing::error!("multiplex listener failed: {e}");
                 }
             }
         }));

@@ -1,5 +1,6 @@
 //! `franca user …`: account administration straight against storage, so it works whether or not
-//! the server is running (a running server reads credentials at each login). Removing an account
+//! the server is running (a running server reads credentials and XEP-0484 FAST tokens at each
+//! login, so a revoked token is refused at once). Removing an account
 //! also asks a running server, over its control socket, to end the account's sessions.
 
 use crate::UserCommand;
@@ -41,7 +42,18 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), String> {
                 )
                 .await
                 .map_err(db)?;
-            println!("password changed for {user}");
+            // Whoever knew the old password may have taken a token with it.
+            let revoked = store.revoke_fast_tokens(user.as_str()).await.map_err(db)?;
+            println!("password changed for {user}{}", revoked_note(revoked));
+            Ok(())
+        }
+        UserCommand::RevokeTokens { jid } => {
+            let user = account(&config, &jid, false)?;
+            if !store.user_exists(user.as_str()).await.map_err(db)? {
+                return Err(format!("unknown user {user}"));
+            }
+            let revoked = store.revoke_fast_tokens(user.as_str()).await.map_err(db)?;
+            println!("revoked {revoked} FAST token(s) of {user}");
             Ok(())
         }
         UserCommand::Remove { jid } => {
@@ -83,6 +95,14 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), String> {
     };
     store.close().await;
     result
+}
+
+fn revoked_note(revoked: u64) -> String {
+    if revoked == 0 {
+        String::new()
+    } else {
+        format!(" (and revoked {revoked} FAST token(s))")
+    }
 }
 
 fn db(e: franca_store::StoreError) -> String {

@@ -92,14 +92,26 @@ pub fn tls_config(cert: &Path) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
-fn tls_connect(
-    sock: TcpStream,
-    cert: &Path,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+/// A TLS client session for DOMAIN offering `alpn` (RFC 7301), none when empty.
+pub fn tls_client(cert: &Path, alpn: &[&[u8]]) -> rustls::ClientConnection {
     let name = ServerName::try_from(DOMAIN)
         .expect("server name")
         .to_owned();
-    let conn = rustls::ClientConnection::new(tls_config(cert), name).expect("TLS client");
+    let mut config = tls_config(cert);
+    if !alpn.is_empty() {
+        let mut c = (*config).clone();
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config = Arc::new(c);
+    }
+    rustls::ClientConnection::new(config, name).expect("TLS client")
+}
+
+fn tls_connect(
+    sock: TcpStream,
+    cert: &Path,
+    alpn: &[&[u8]],
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let conn = tls_client(cert, alpn);
     let mut tls = rustls::StreamOwned::new(conn, sock);
     let deadline = Instant::now() + Duration::from_secs(10);
     while tls.conn.is_handshaking() {
@@ -157,13 +169,18 @@ impl Conn {
 
     /// Direct TLS (XEP-0368) to the c2s_tls port.
     pub fn connect_tls(port: u16, cert: &Path) -> Conn {
+        Conn::connect_tls_alpn(port, cert, &[])
+    }
+
+    /// Direct TLS offering the ALPN protocols `alpn` (the multiplexed port).
+    pub fn connect_tls_alpn(port: u16, cert: &Path, alpn: &[&[u8]]) -> Conn {
         let sock = Conn::tcp_from(crate::harness::LOOPBACK, port)
             .unwrap_or_else(|e| panic!("connect to {port}: {e}"));
         let handle = sock.try_clone().expect("clone socket");
         handle
             .set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
-        let tls = tls_connect(sock, cert);
+        let tls = tls_connect(sock, cert, alpn);
         Conn {
             transport: Transport::Tls(Box::new(tls)),
             sock: handle,
@@ -305,7 +322,7 @@ impl Conn {
             _ => panic!("upgrade_tls on a connection that is not plain TCP"),
         };
         let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
-        let tls = tls_connect(sock, &self.cert);
+        let tls = tls_connect(sock, &self.cert, &[]);
         self.transport = Transport::Tls(Box::new(tls));
         self.buf.clear();
         self.mark = 0;
@@ -314,11 +331,37 @@ impl Conn {
     /// SCRAM-SHA-256 (RFC 7677) without channel binding. Ok(success text) or Err(what the
     /// server said instead: a SASL failure, a stream error, or the stream closing).
     pub fn scram_sha256(&mut self, user: &str, password: &str) -> Result<String, String> {
+        self.scram_sha256_with(user, password, false)
+    }
+
+    /// SCRAM-SHA-256-PLUS with `tls-exporter` channel binding (RFC 9266; TLS 1.3 only).
+    pub fn scram_sha256_plus(&mut self, user: &str, password: &str) -> Result<String, String> {
+        self.scram_sha256_with(user, password, true)
+    }
+
+    fn scram_sha256_with(
+        &mut self,
+        user: &str,
+        password: &str,
+        plus: bool,
+    ) -> Result<String, String> {
+        let (mechanism, gs2, cb) = if plus {
+            let Transport::Tls(tls) = &self.transport else {
+                return Err("channel binding needs TLS".into());
+            };
+            let exporter = tls
+                .conn
+                .export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+                .map_err(|e| format!("tls-exporter: {e}"))?;
+            ("SCRAM-SHA-256-PLUS", "p=tls-exporter,,", exporter.to_vec())
+        } else {
+            ("SCRAM-SHA-256", "n,,", Vec::new())
+        };
         let cnonce = B64.encode(rand::random::<[u8; 18]>());
         let bare = format!("n={},r={cnonce}", saslname(user));
-        let first = format!("n,,{bare}");
+        let first = format!("{gs2}{bare}");
         self.try_send(format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{}</auth>",
             B64.encode(&first)
         ))
         .map_err(|e| format!("write failed: {e}"))?;
@@ -349,7 +392,8 @@ impl Conn {
         pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
         let client_key = hmac(&salted, b"Client Key");
         let stored_key = Sha256::digest(client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let channel = B64.encode([gs2.as_bytes(), &cb].concat());
+        let without_proof = format!("c={channel},r={nonce}");
         let auth_message = format!("{bare},{server_first},{without_proof}");
         let signature = hmac(&stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key

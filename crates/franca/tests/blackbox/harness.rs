@@ -133,6 +133,10 @@ pub struct Server {
     pub c2s: u16,
     pub c2s_tls: u16,
     pub http: u16,
+    /// HTTPS (the HTTP endpoints over TLS).
+    pub https: u16,
+    /// One TLS port for XMPP and HTTPS (ALPN).
+    pub multiplex: u16,
     pub storage_url: String,
     pub opts: Options,
     child: Option<Child>,
@@ -150,7 +154,7 @@ impl Server {
             .tempdir()
             .expect("create a temporary directory");
         let data_dir = dir.path().join("data");
-        let [c2s, c2s_tls, http] = free_ports::<3>();
+        let [c2s, c2s_tls, http, https, multiplex] = free_ports::<5>();
         let storage_url = match pg_admin_url() {
             Some(admin) => pg_fresh_database(&admin),
             None => format!("sqlite://{}", data_dir.join("franca.db").display()),
@@ -166,7 +170,8 @@ impl Server {
         let _ = writeln!(cfg, "[storage]\nurl = {}\n", toml_str(&storage_url));
         let _ = writeln!(
             cfg,
-            "[listen]\nc2s = [\"127.0.0.1:{c2s}\"]\nc2s_tls = [\"127.0.0.1:{c2s_tls}\"]\nhttp = [\"127.0.0.1:{http}\"]\n"
+            "[listen]\nc2s = [\"127.0.0.1:{c2s}\"]\nc2s_tls = [\"127.0.0.1:{c2s_tls}\"]\nhttp = [\"127.0.0.1:{http}\"]\n\
+             https = [\"127.0.0.1:{https}\"]\nmultiplex = [\"127.0.0.1:{multiplex}\"]\n"
         );
         if !opts.limits.is_empty() {
             cfg.push_str("[limits]\n");
@@ -187,6 +192,8 @@ impl Server {
             c2s,
             c2s_tls,
             http,
+            https,
+            multiplex,
             storage_url,
             opts,
             child: None,

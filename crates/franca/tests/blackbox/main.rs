@@ -9,13 +9,29 @@
 //!   error, then that the server still serves a new session.
 //! - `cli`: the `user` commands and their one-line errors.
 //! - `config`: unknown keys are refused by name; `franca.example.toml` parses.
+//! - `bosh`: XMPP over BOSH (XEP-0206): login and chat with a TCP client, rid replay and window,
+//!   too many requests, unknown sid, oversize bodies, inactivity, limits, resumption (XEP-0198),
+//!   SIGTERM, HTTPS.
 //! - `lifecycle`: logins over STARTTLS and direct TLS, SIGTERM → `<system-shutdown/>`.
+//! - `https`: the HTTP endpoints over TLS, `wss://` logins, CORS.
+//! - `multiplex`: XMPP and HTTPS on one TLS port (ALPN, sniffing), garbage on that port.
+//! - `sm`: XEP-0198 acknowledgements, resumption after a cut connection, the resumption timeout.
+//! - `csi`: XEP-0352 holding and flushing for an inactive client.
+//! - `sasl2`: XEP-0388 SASL2 with XEP-0386 Bind2 (inline carbons and stream management),
+//!   resumption inside `<authenticate/>`, XEP-0484 FAST tokens (reconnect, replay, revocation,
+//!   expiry).
 
+mod bosh;
 mod cli;
 mod client;
 mod config;
+mod csi;
 mod harness;
 mod hostile;
+mod https;
 mod import;
 mod lifecycle;
+mod multiplex;
+mod sasl2;
+mod sm;
 mod websocket;

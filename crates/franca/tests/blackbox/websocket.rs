@@ -12,12 +12,15 @@ use tungstenite::{Message, http::HeaderValue};
 
 const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 
-struct Ws {
+pub(crate) struct Ws {
     ws: WebSocket<TcpStream>,
 }
 
 impl Ws {
-    fn connect(server: &Server, protocol: Option<&str>) -> Result<Ws, tungstenite::Error> {
+    pub(crate) fn connect(
+        server: &Server,
+        protocol: Option<&str>,
+    ) -> Result<Ws, tungstenite::Error> {
         let url = format!("ws://127.0.0.1:{}/xmpp-websocket", server.http);
         let mut request = url.into_client_request()?;
         if let Some(p) = protocol {
@@ -38,12 +41,12 @@ impl Ws {
         Ok(Ws { ws })
     }
 
-    fn send(&mut self, text: &str) {
+    pub(crate) fn send(&mut self, text: &str) {
         self.ws.send(Message::text(text)).expect("send a message");
     }
 
     /// The next text message.
-    fn recv(&mut self) -> String {
+    pub(crate) fn recv(&mut self) -> String {
         loop {
             match self.ws.read().expect("read a message") {
                 Message::Text(t) => return t.to_string(),
@@ -54,7 +57,7 @@ impl Ws {
     }
 
     /// Messages until one satisfies `pred`, which is returned.
-    fn recv_until(&mut self, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn recv_until(&mut self, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             assert!(Instant::now() < deadline, "timed out");
@@ -65,7 +68,7 @@ impl Ws {
         }
     }
 
-    fn open(&mut self) -> String {
+    pub(crate) fn open(&mut self) -> String {
         self.send(&format!(
             "<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>"
         ));
