@@ -20,6 +20,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub stream_management: StreamManagementConfig,
     pub fast: FastConfig,
+    pub push: PushConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -381,6 +382,42 @@ impl Default for FastConfig {
         FastConfig {
             enabled: true,
             token_lifetime_seconds: 14 * 24 * 3600,
+        }
+    }
+}
+
+/// XEP-0357 push notifications: what the server publishes to the app servers a client
+/// enabled, when a message arrives for an account that is offline or whose session is
+/// hibernated by XEP-0198.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Offer push at all (`urn:xmpp:push:0` on accounts).
+    pub enabled: bool,
+    /// Put the sender's JID in the summary (`last-message-sender`).
+    pub include_sender: bool,
+    /// Put the number of messages since the user was last online in the summary
+    /// (`message-count`).
+    pub include_message_count: bool,
+    /// Allow the message body in the summary (`last-message-body`); it is sent only to a
+    /// registration whose client also asked for it (publish option `include-body`).
+    pub include_body: bool,
+    /// Most notifications per minute to one registration; the count goes on, so the next one
+    /// after a pause carries the total.
+    pub max_per_minute: u32,
+    /// Registrations one account may hold; one more is refused with `resource-constraint`.
+    pub max_per_account: u32,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            enabled: true,
+            include_sender: true,
+            include_message_count: true,
+            include_body: false,
+            max_per_minute: 30,
+            max_per_account: 16,
         }
     }
 }

@@ -144,6 +144,7 @@ impl Detached {
             inner.slots.remove(id);
             return Err(state);
         }
+        state.session.set_hibernated(true);
         inner.next_epoch += 1;
         let epoch = inner.next_epoch;
         let old = inner.slots.insert(
@@ -179,6 +180,7 @@ impl Detached {
         match inner.slots.remove(id) {
             Some(Slot::Hibernated { state, .. }) => {
                 inner.hibernated -= 1;
+                state.session.set_hibernated(false);
                 Lookup::Found(state)
             }
             _ => Lookup::NotFound,

@@ -130,6 +130,16 @@ pub trait Module: Send + Sync + 'static {
         Flow::Continue
     }
 
+    /// A message was queued for `session` while it is hibernated by XEP-0198 (no connection,
+    /// waiting to be resumed); XEP-0357 push wakes the device up on this.
+    async fn queued_while_hibernated(
+        &self,
+        _server: &Arc<Server>,
+        _session: &Arc<Session>,
+        _stanza: &Element,
+    ) {
+    }
+
     async fn session_event(&self, _server: &Arc<Server>, _event: &SessionEvent) {}
 
     /// The account is being deleted: its sessions are closed and its data is still stored, so a

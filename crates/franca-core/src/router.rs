@@ -143,6 +143,8 @@ impl Server {
                     metrics::counter!("franca_stanzas_delivered_total").increment(1);
                     if !session.send(&stanza) && kind == Kind::Message {
                         self.undeliverable(&bare, stanza).await;
+                    } else if kind == Kind::Message && session.is_hibernated() {
+                        self.queued_while_hibernated(&session, &stanza).await;
                     }
                 }
                 None => self.no_such_resource(kind, stanza, bare).await,
@@ -241,11 +243,20 @@ impl Server {
         }
         let xml = serialise(&stanza);
         let mut delivered = false;
+        let mut asleep = None;
         for s in targets {
-            delivered |= s.send_xml(xml.clone());
+            let queued = s.send_xml(xml.clone());
+            if queued && s.is_hibernated() {
+                asleep = Some(s);
+            }
+            delivered |= queued;
         }
         if delivered {
             metrics::counter!("franca_stanzas_delivered_total").increment(1);
+            // Once per message, however many of the account's sessions sleep.
+            if let Some(s) = asleep {
+                self.queued_while_hibernated(&s, &stanza).await;
+            }
         } else {
             self.undeliverable(bare, stanza).await;
         }
@@ -262,6 +273,13 @@ impl Server {
         }
         self.reply_error(&stanza, StanzaError::new(Cond::ServiceUnavailable))
             .await;
+    }
+
+    /// Tell the modules that `stanza` was queued for the hibernated (XEP-0198) `session`.
+    async fn queued_while_hibernated(self: &Arc<Self>, session: &Arc<Session>, stanza: &Element) {
+        for m in self.modules.iter() {
+            m.queued_while_hibernated(self, session, stanza).await;
+        }
     }
 
     /// Hand an IQ to the module registered for its payload namespace, and route the answer.

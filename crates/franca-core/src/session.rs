@@ -10,7 +10,7 @@ use franca_xml::Element;
 use jid::{BareJid, FullJid};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Depth of a session's outbound queue. A reader slower than this is disconnected rather than
@@ -74,6 +74,11 @@ pub struct Session {
     pub jid: FullJid,
     outbox: Arc<Outbox>,
     presence: Mutex<PresenceState>,
+    /// XEP-0198 hibernations so far, counting each start and each end (set by
+    /// [`Detached`](crate::detached::Detached)): odd while the connection is gone and the
+    /// session waits for resumption. Stanzas still queue then, and modules such as XEP-0357
+    /// push act on that.
+    hibernations: AtomicU32,
 }
 
 impl Session {
@@ -114,6 +119,25 @@ impl Session {
 
     pub fn is_closed(&self) -> bool {
         self.outbox.is_closed()
+    }
+
+    /// Whether the session is hibernated by XEP-0198, waiting without a connection.
+    pub fn is_hibernated(&self) -> bool {
+        self.hibernation().is_some()
+    }
+
+    /// While hibernated, a number that tells this hibernation from the session's earlier ones
+    /// (a resumption came in between).
+    pub fn hibernation(&self) -> Option<u32> {
+        let n = self.hibernations.load(Ordering::Relaxed);
+        (n % 2 == 1).then_some(n / 2)
+    }
+
+    /// Only the registry calls this, under its lock, so a start and an end never race.
+    pub(crate) fn set_hibernated(&self, on: bool) {
+        if self.is_hibernated() != on {
+            self.hibernations.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -172,6 +196,7 @@ impl Sessions {
             jid,
             outbox,
             presence: Mutex::new(PresenceState::default()),
+            hibernations: AtomicU32::new(0),
         });
         let bare = session.bare();
         let mut map = self.shard(&bare).write().unwrap_or_else(|e| e.into_inner());

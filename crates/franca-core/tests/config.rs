@@ -25,6 +25,9 @@ fn example_config_parses_and_matches_the_defaults() {
         config.fast.token_lifetime_seconds,
         defaults.fast.token_lifetime_seconds
     );
+    assert!(config.push.enabled && !config.push.include_body);
+    assert_eq!(config.push.max_per_minute, defaults.push.max_per_minute);
+    assert_eq!(config.push.max_per_account, defaults.push.max_per_account);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The core IM feature modules of RFC 6121 and the XEPs every client expects: roster and
 //! presence with the full subscription state machine, offline messages, carbons, blocking,
-//! vCard, last activity, ping, time, version, service discovery and in-band registration. Each
-//! is a [`franca_core::Module`]; [`load`] registers the ones the configuration turns on.
+//! vCard, last activity, ping, time, version, service discovery, in-band registration and
+//! XEP-0357 push notifications. Each is a [`franca_core::Module`]; [`load`] registers the ones
+//! the configuration turns on.
 
 pub mod blocking;
 pub mod carbons;
@@ -10,6 +11,7 @@ pub mod last;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod push;
 pub mod register;
 pub mod roster;
 #[cfg(test)]
@@ -33,6 +35,10 @@ pub fn load(config: &Config) -> Modules {
     modules.load(Arc::new(presence::Presence));
     if on.carbons {
         modules.load(Arc::new(carbons::Carbons));
+    }
+    // Before offline storage, whose undeliverable hook takes the message.
+    if config.push.enabled {
+        modules.load(Arc::new(push::Push::new()));
     }
     if on.offline {
         modules.load(Arc::new(offline::Offline));

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::{
-    FastToken, ImportedAccount, LastActivity, OfflineMessage, Result, Roster, RosterItem,
-    ScramCredentials, Store,
+    FastToken, ImportedAccount, LastActivity, OfflineMessage, PushRegistration, Result, Roster,
+    RosterItem, ScramCredentials, Store,
 };
 
 /// A [`Store`] that keeps up to `capacity` users' rosters in memory and passes everything else
@@ -511,6 +511,28 @@ impl Store for RosterCache {
         self.inner.revoke_fast_tokens(user).await
     }
 
+    async fn put_push_registration(
+        &self,
+        user: &str,
+        reg: &PushRegistration,
+        max: u32,
+    ) -> Result<bool> {
+        self.inner.put_push_registration(user, reg, max).await
+    }
+
+    async fn push_registrations(&self, user: &str) -> Result<Vec<PushRegistration>> {
+        self.inner.push_registrations(user).await
+    }
+
+    async fn remove_push_registrations(
+        &self,
+        user: &str,
+        jid: &str,
+        node: Option<&str>,
+    ) -> Result<u64> {
+        self.inner.remove_push_registrations(user, jid, node).await
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }
@@ -647,6 +669,27 @@ mod tests {
         }
         async fn revoke_fast_tokens(&self, user: &str) -> Result<u64> {
             self.inner.revoke_fast_tokens(user).await
+        }
+        async fn put_push_registration(
+            &self,
+            user: &str,
+            reg: &PushRegistration,
+            max: u32,
+        ) -> Result<bool> {
+            self.inner.put_push_registration(user, reg, max).await
+        }
+
+        async fn push_registrations(&self, user: &str) -> Result<Vec<PushRegistration>> {
+            self.inner.push_registrations(user).await
+        }
+
+        async fn remove_push_registrations(
+            &self,
+            user: &str,
+            jid: &str,
+            node: Option<&str>,
+        ) -> Result<u64> {
+            self.inner.remove_push_registrations(user, jid, node).await
         }
         async fn close(&self) {
             self.inner.close().await;

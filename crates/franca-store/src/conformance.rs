@@ -10,8 +10,8 @@
 use futures_util::future::join_all;
 
 use crate::{
-    FastToken, ImportedAccount, LastActivity, MAX_FAST_CLIENTS, RosterItem, ScramCredentials,
-    Store, StoreError, Subscription,
+    FastToken, ImportedAccount, LastActivity, MAX_FAST_CLIENTS, PushRegistration, RosterItem,
+    ScramCredentials, Store, StoreError, Subscription,
 };
 
 /// `ok!(store.method(args))`: await and unwrap, naming the call when it fails.
@@ -55,6 +55,7 @@ pub async fn run_all(store: &dyn Store) {
     last_activity(store).await;
     last_activity_many(store).await;
     fast_tokens(store).await;
+    push_registrations(store).await;
     import_accounts(store).await;
     remove_user_deletes_everything(store).await;
     assert_eq!(
@@ -621,6 +622,11 @@ async fn fill(store: &dyn Store, u: &str) {
         }
     ));
     ok!(store.put_fast_token(u, &token("phone", 1, 100), 0));
+    assert!(ok!(store.put_push_registration(
+        u,
+        &push("push.b.example", "n1", None),
+        4
+    )));
 }
 
 async fn assert_nothing_stored(store: &dyn Store, u: &str) {
@@ -646,6 +652,10 @@ async fn assert_nothing_stored(store: &dyn Store, u: &str) {
     assert!(
         ok!(store.fast_tokens(u, "phone")).is_empty(),
         "{u}: FAST tokens"
+    );
+    assert!(
+        ok!(store.push_registrations(u)).is_empty(),
+        "{u}: push registrations"
     );
 }
 
@@ -905,4 +915,95 @@ async fn fast_tokens(store: &dyn Store) {
     assert_eq!(ok!(store.fast_tokens(other, "phone")).len(), 1);
     ok!(store.remove_user(u));
     ok!(store.remove_user(other));
+}
+
+fn push(jid: &str, node: &str, options: Option<&str>) -> PushRegistration {
+    PushRegistration {
+        jid: jid.to_owned(),
+        node: node.to_owned(),
+        options: options.map(str::to_owned),
+    }
+}
+
+async fn push_registrations(store: &dyn Store) {
+    let (u, other) = ("push@a.example", "push-other@a.example");
+    err!(
+        store.put_push_registration(u, &push("p.example", "n", None), 4),
+        StoreError::UnknownUser(_)
+    );
+    new_user(store, u).await;
+    new_user(store, other).await;
+    assert!(ok!(store.push_registrations(u)).is_empty());
+
+    let form = "<x xmlns='jabber:x:data' type='submit'><field var='secret'><value>\u{e9}'\"</value></field></x>";
+    assert!(ok!(store.put_push_registration(
+        u,
+        &push("p.example", "n2", None),
+        3
+    )));
+    assert!(ok!(store.put_push_registration(
+        u,
+        &push("p.example", "n1", Some(form)),
+        3
+    )));
+    assert!(ok!(store.put_push_registration(
+        u,
+        &push("q.example", "n1", None),
+        3
+    )));
+    assert_eq!(
+        ok!(store.push_registrations(u)),
+        [
+            push("p.example", "n1", Some(form)),
+            push("p.example", "n2", None),
+            push("q.example", "n1", None)
+        ],
+        "ordered by JID then node, options kept byte for byte"
+    );
+    // At the cap a new pair is refused, but the same pair again replaces its options (§5).
+    assert!(!ok!(store.put_push_registration(
+        u,
+        &push("r.example", "n", None),
+        3
+    )));
+    assert!(ok!(store.put_push_registration(
+        u,
+        &push("p.example", "n1", None),
+        3
+    )));
+    assert_eq!(ok!(store.push_registrations(u)).len(), 3);
+    assert_eq!(ok!(store.push_registrations(u))[0].options, None);
+    // Other accounts have their own cap.
+    assert!(ok!(store.put_push_registration(
+        other,
+        &push("p.example", "n1", None),
+        1
+    )));
+
+    // Disabling one node, then every node of a JID.
+    assert_eq!(
+        ok!(store.remove_push_registrations(u, "p.example", Some("n9"))),
+        0
+    );
+    assert_eq!(
+        ok!(store.remove_push_registrations(u, "p.example", Some("n2"))),
+        1
+    );
+    assert!(ok!(store.put_push_registration(
+        u,
+        &push("p.example", "n3", None),
+        3
+    )));
+    assert_eq!(
+        ok!(store.remove_push_registrations(u, "p.example", None)),
+        2
+    );
+    assert_eq!(
+        ok!(store.push_registrations(u)),
+        [push("q.example", "n1", None)]
+    );
+    assert_eq!(ok!(store.push_registrations(other)).len(), 1);
+    ok!(store.remove_user(u));
+    ok!(store.remove_user(other));
+    assert!(ok!(store.push_registrations(u)).is_empty());
 }

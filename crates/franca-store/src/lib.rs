@@ -89,7 +89,7 @@ pub trait Store: Send + Sync + 'static {
     async fn credentials(&self, user: &str, hash: &str) -> Result<Option<ScramCredentials>>;
     async fn user_exists(&self, user: &str) -> Result<bool>;
     /// Delete the account and all of its data (roster, offline, vCard, blocklist, last activity,
-    /// FAST tokens).
+    /// FAST tokens, push registrations).
     /// `UnknownUser` when absent.
     async fn remove_user(&self, user: &str) -> Result<()>;
     /// Bare JIDs of all accounts, optionally only those in `domain`, sorted.
@@ -174,6 +174,28 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Delete every token of `user` (an administrator revoking them); returns how many.
     async fn revoke_fast_tokens(&self, user: &str) -> Result<u64>;
+
+    // ---- XEP-0357 push registrations
+    /// Enable push to `reg.jid` and `reg.node`. The same JID and node enabled again replaces
+    /// the stored publish options (XEP-0357 §5: the last request wins). Returns false, storing
+    /// nothing, when it is a new pair and `user` already has `max` registrations.
+    /// `UnknownUser` when absent.
+    async fn put_push_registration(
+        &self,
+        user: &str,
+        reg: &PushRegistration,
+        max: u32,
+    ) -> Result<bool>;
+    /// The registrations of `user`, ordered by JID then node.
+    async fn push_registrations(&self, user: &str) -> Result<Vec<PushRegistration>>;
+    /// Disable push to `jid`: only `node` when given, else every node of it (XEP-0357 §6).
+    /// Returns how many registrations were removed.
+    async fn remove_push_registrations(
+        &self,
+        user: &str,
+        jid: &str,
+        node: Option<&str>,
+    ) -> Result<u64>;
 
     // ---- bulk import
     /// Create these accounts with their data. An account that already exists is left as it

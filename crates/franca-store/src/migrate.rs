@@ -27,6 +27,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "fast_tokens",
         sql: include_str!("../migrations/sqlite/0002_fast_tokens.sql"),
     },
+    Migration {
+        version: 3,
+        name: "push_registrations",
+        sql: include_str!("../migrations/sqlite/0003_push_registrations.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -39,6 +44,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "fast_tokens",
         sql: include_str!("../migrations/postgres/0002_fast_tokens.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "push_registrations",
+        sql: include_str!("../migrations/postgres/0003_push_registrations.sql"),
     },
 ];
 

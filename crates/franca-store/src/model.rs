@@ -137,3 +137,16 @@ impl std::fmt::Debug for FastToken {
             .finish_non_exhaustive()
     }
 }
+
+/// A XEP-0357 push registration: an app server's push service (`jid`) and the node on it that
+/// the account's notifications are published to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushRegistration {
+    /// The XMPP push service of the app server.
+    pub jid: String,
+    /// The PubSub node provisioned for the device.
+    pub node: String,
+    /// The serialised publish-options data form (`<x xmlns='jabber:x:data'/>`) the client
+    /// gave when enabling, sent back with every notification (XEP-0357 §5).
+    pub options: Option<String>,
+}

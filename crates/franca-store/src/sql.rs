@@ -16,8 +16,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use crate::{
-    FastToken, ImportedAccount, LastActivity, MAX_FAST_CLIENTS, OfflineMessage, Result, RosterItem,
-    ScramCredentials, Store, StoreError, Subscription,
+    FastToken, ImportedAccount, LastActivity, MAX_FAST_CLIENTS, OfflineMessage, PushRegistration,
+    Result, RosterItem, ScramCredentials, Store, StoreError, Subscription,
 };
 
 /// How long a connection waits for another process's write lock before giving up. The
@@ -995,6 +995,104 @@ impl Store for SqlStore {
             .execute(&self.write)
             .await
             .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn put_push_registration(
+        &self,
+        user: &str,
+        reg: &PushRegistration,
+        max: u32,
+    ) -> Result<bool> {
+        // Lock, count and write in one transaction, so two enables at once cannot both pass
+        // the cap.
+        let mut tx = self.begin().await?;
+        self.lock_user(&mut tx, user).await?;
+        let exists = sqlx::query(
+            "SELECT 1 FROM push_registrations WHERE user_jid = $1 AND service_jid = $2 \
+             AND node = $3",
+        )
+        .bind(user)
+        .bind(reg.jid.as_str())
+        .bind(reg.node.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .is_some();
+        if !exists {
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM push_registrations WHERE user_jid = $1")
+                    .bind(user)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            if count >= i64::from(max) {
+                tx.rollback().await.map_err(db)?;
+                return Ok(false);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO push_registrations (user_jid, service_jid, node, options) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (user_jid, service_jid, node) \
+             DO UPDATE SET options = excluded.options",
+        )
+        .bind(user)
+        .bind(reg.jid.as_str())
+        .bind(reg.node.as_str())
+        .bind(reg.options.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_for(user))?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn push_registrations(&self, user: &str) -> Result<Vec<PushRegistration>> {
+        let rows = sqlx::query(
+            "SELECT service_jid, node, options FROM push_registrations WHERE user_jid = $1 \
+             ORDER BY service_jid, node",
+        )
+        .bind(user)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(PushRegistration {
+                    jid: get(row, "service_jid")?,
+                    node: get(row, "node")?,
+                    options: get(row, "options")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_push_registrations(
+        &self,
+        user: &str,
+        jid: &str,
+        node: Option<&str>,
+    ) -> Result<u64> {
+        let done = match node {
+            Some(node) => sqlx::query(
+                "DELETE FROM push_registrations WHERE user_jid = $1 AND service_jid = $2 \
+                 AND node = $3",
+            )
+            .bind(user)
+            .bind(jid)
+            .bind(node)
+            .execute(&self.write)
+            .await
+            .map_err(db)?,
+            None => sqlx::query(
+                "DELETE FROM push_registrations WHERE user_jid = $1 AND service_jid = $2",
+            )
+            .bind(user)
+            .bind(jid)
+            .execute(&self.write)
+            .await
+            .map_err(db)?,
+        };
         Ok(done.rows_affected())
     }
 

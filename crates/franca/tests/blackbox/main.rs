@@ -20,6 +20,8 @@
 //! - `sasl2`: XEP-0388 SASL2 with XEP-0386 Bind2 (inline carbons and stream management),
 //!   resumption inside `<authenticate/>`, XEP-0484 FAST tokens (reconnect, replay, revocation,
 //!   expiry).
+//! - `push`: XEP-0357 notifications to an app server that is a client of this server, for an
+//!   offline account and for a session hibernated by XEP-0198; disabling; error answers.
 
 mod bosh;
 mod cli;
@@ -32,6 +34,7 @@ mod https;
 mod import;
 mod lifecycle;
 mod multiplex;
+mod push;
 mod sasl2;
 mod sm;
 mod websocket;
