@@ -18,6 +18,14 @@ fn presence(bob: &mut Conn, status: &str) {
     ));
 }
 
+/// `<inactive/>`, then a ping whose answer proves the server read it: Bob's stanzas travel on
+/// another connection, so without this they could be routed before Alice's state changed.
+/// (An IQ result is urgent, so it is not held.)
+fn go_inactive(alice: &mut Conn) {
+    alice.send(format!("<inactive xmlns='{CSI}'/>"));
+    alice.ping("inactive");
+}
+
 /// Nothing new arrives for a moment (the server routed what Bob sent: his ping came back).
 fn quiet(alice: &mut Conn, bob: &mut Conn) {
     bob.ping("routed");
@@ -58,7 +66,7 @@ fn xep0352_presence_is_held_deduplicated_and_flushed_on_active() {
         "{features}"
     );
 
-    alice.send(format!("<inactive xmlns='{CSI}'/>"));
+    go_inactive(&mut alice);
     alice.ping("inactive");
     presence(&mut bob, "first");
     presence(&mut bob, "second");
@@ -91,7 +99,7 @@ fn xep0352_urgent_stanzas_go_at_once_after_what_was_held() {
     let s = Server::start_default();
     let mut alice = s.login(ALICE, "phone");
     let mut bob = s.login(BOB, "desk");
-    alice.send(format!("<inactive xmlns='{CSI}'/>"));
+    go_inactive(&mut alice);
     alice.ping("inactive");
     presence(&mut bob, "held");
     bob.send(format!(
@@ -135,13 +143,14 @@ fn xep0352_with_xep0198_held_stanzas_are_not_counted_until_sent() {
     let mut bob = s.login(BOB, "desk");
     alice.send(format!("<enable xmlns='{SM}'/>"));
     alice.wait("<enabled/>", 15, |t| t.contains("<enabled "));
-    alice.send(format!("<inactive xmlns='{CSI}'/>"));
+    go_inactive(&mut alice);
     for i in 0..8 {
         presence(&mut bob, &format!("p{i}"));
     }
     quiet(&mut alice, &mut bob);
-    // Eight presences held and de-duplicated to one: the client was sent nothing, so
-    // acknowledging one stanza is too many.
+    // Eight presences held and de-duplicated to one, and nothing of them counted while held:
+    // the client has been sent the ping answer, the one presence and the next ping answer, so
+    // acknowledging four stanzas is one too many.
     alice.send(format!("<active xmlns='{CSI}'/>"));
     let text = alice.wait("the newest presence", 15, |t| {
         t.contains("<status>p7</status>")
@@ -149,7 +158,7 @@ fn xep0352_with_xep0198_held_stanzas_are_not_counted_until_sent() {
     assert!(!text.contains("<status>p6</status>"), "{text}");
     alice.send(format!("<a xmlns='{SM}' h='1'/>"));
     alice.ping("counted");
-    alice.send(format!("<a xmlns='{SM}' h='3'/>"));
+    alice.send(format!("<a xmlns='{SM}' h='4'/>"));
     let (cond, text) = alice.expect_stream_error(15);
     assert_eq!(cond, "undefined-condition", "{text}");
     s.assert_no_panic();
