@@ -235,6 +235,45 @@ impl Server {
     }
 
     pub fn start(&mut self) {
+        // A port picked by `free_ports` can be taken by someone else (another test's client
+        // socket) before the server binds it: then pick new ones and start again.
+        for attempt in 1..=3 {
+            match self.start_once() {
+                Ok(()) => return,
+                Err(log) if attempt < 3 && log.contains("in use") => self.new_ports(),
+                Err(log) => panic!("franca serve exited during start-up; log:\n{log}"),
+            }
+        }
+    }
+
+    /// Moves every listener of the config to fresh ports.
+    fn new_ports(&mut self) {
+        let [c2s, c2s_tls, http, https, multiplex] = free_ports::<5>();
+        let mut cfg = std::fs::read_to_string(&self.config).expect("read config");
+        for (old, new) in [
+            (self.c2s, c2s),
+            (self.c2s_tls, c2s_tls),
+            (self.http, http),
+            (self.https, https),
+            (self.multiplex, multiplex),
+        ] {
+            cfg = cfg.replace(
+                &format!("\"127.0.0.1:{old}\""),
+                &format!("\"127.0.0.1:{new}\""),
+            );
+        }
+        std::fs::write(&self.config, cfg).expect("write config");
+        (
+            self.c2s,
+            self.c2s_tls,
+            self.http,
+            self.https,
+            self.multiplex,
+        ) = (c2s, c2s_tls, http, https, multiplex);
+    }
+
+    /// Starts and waits until it listens; `Err` with this start's log if it exited first.
+    fn start_once(&mut self) -> Result<(), String> {
         assert!(!self.running(), "server already running");
         let mut log = std::fs::OpenOptions::new()
             .create(true)
@@ -257,10 +296,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.try_wait() {
-                panic!(
-                    "franca serve exited with {status} during start-up; log:\n{}",
-                    self.log_text()
-                );
+                let text = self.log_text();
+                let this_start = text.rsplit("===== franca serve =====").next().unwrap_or("");
+                return Err(format!("(exit {status})\n{this_start}"));
             }
             let up = [self.c2s, self.c2s_tls].iter().all(|p| {
                 TcpStream::connect_timeout(
@@ -270,7 +308,7 @@ impl Server {
                 .is_ok()
             });
             if up && self.cert_pem().exists() {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
