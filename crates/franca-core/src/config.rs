@@ -21,6 +21,8 @@ pub struct Config {
     pub stream_management: StreamManagementConfig,
     pub fast: FastConfig,
     pub push: PushConfig,
+    pub pep: PepConfig,
+    pub mam: MamConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -418,6 +420,81 @@ impl Default for PushConfig {
             include_body: false,
             max_per_minute: 30,
             max_per_account: 16,
+        }
+    }
+}
+
+/// XEP-0163 PEP on every account (nodes and items of XEP-0060), with XEP-0049 private XML
+/// storage and XEP-0402/XEP-0048 bookmarks on top of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PepConfig {
+    /// Offer PEP and private XML storage at all.
+    pub enabled: bool,
+    /// Nodes one account may own (OMEMO needs one per device; private XML storage counts
+    /// one per stored element); one more is refused with `resource-constraint`.
+    pub max_nodes: u32,
+    /// The most items a node keeps; `pubsub#max_items` = `max` means this many.
+    pub max_items: u32,
+    /// How many XEP-0115 capability hashes (`ver`) are remembered with their features.
+    pub caps_cache: usize,
+}
+
+impl Default for PepConfig {
+    fn default() -> Self {
+        PepConfig {
+            enabled: true,
+            max_nodes: 256,
+            max_items: 256,
+            caps_cache: 4096,
+        }
+    }
+}
+
+/// XEP-0313 message archive of every account: what is archived when the account set no
+/// preferences, and how long messages are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MamConfig {
+    /// Offer the archive at all (`urn:xmpp:mam:2` on accounts).
+    pub enabled: bool,
+    /// The default of an account's preferences (XEP-0313 §7): "always" (every conversation),
+    /// "roster" (only with contacts in the roster) or "never".
+    pub default: MamDefault,
+    /// Messages older than this many days are deleted by a job that runs every hour; 0 keeps
+    /// them forever.
+    pub retention_days: u32,
+    /// Most messages one query page returns; a larger `max` is lowered to it, and a query
+    /// without `max` gets it too.
+    pub max_page: u32,
+}
+
+/// XEP-0313 §7 `default` archiving mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MamDefault {
+    Always,
+    Roster,
+    Never,
+}
+
+impl MamDefault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MamDefault::Always => "always",
+            MamDefault::Roster => "roster",
+            MamDefault::Never => "never",
+        }
+    }
+}
+
+impl Default for MamConfig {
+    fn default() -> Self {
+        MamConfig {
+            enabled: true,
+            default: MamDefault::Always,
+            retention_days: 0,
+            max_page: 250,
         }
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! The server is `<identity category='server' type='im'/>` with the features every loaded module
 //! declares ([`Module::server_features`]); an account is `<identity category='account'
-//! type='registered'/>` with the features of [`Module::account_features`]. Items are empty for
-//! now (services such as MUC will be listed when they exist); node queries get `item-not-found`
-//! (no nodes are defined).
+//! type='registered'/>` with the features of [`Module::account_features`], plus `<identity
+//! category='pubsub' type='pep'/>` when XEP-0163 PEP is loaded, whose nodes the requester may
+//! see are the account's items. The server's items are empty for now (services such as MUC
+//! will be listed when they exist); node queries get `item-not-found`.
 //!
 //! An account answers the user itself and the contacts allowed to see its presence (a `from` or
 //! `both` subscription), as Prosody does; anyone else gets `service-unavailable`, the answer for
@@ -40,6 +41,10 @@ fn info(identity: Element, features: BTreeSet<&str>) -> Element {
         query.push(Element::new("feature", NS_DISCO_INFO).with_attr("var", f));
     }
     query
+}
+
+fn pep_loaded(server: &Server) -> bool {
+    server.modules.iter().any(|m| m.name() == "pep")
 }
 
 #[async_trait::async_trait]
@@ -86,7 +91,17 @@ impl Module for Disco {
             return Err(StanzaError::new(Cond::ItemNotFound));
         }
         if ns == NS_DISCO_ITEMS {
-            return Ok(Some(Element::new("query", NS_DISCO_ITEMS)));
+            let mut query = Element::new("query", NS_DISCO_ITEMS);
+            if account && pep_loaded(server) {
+                // XEP-0163 §8: the account's PEP nodes the requester may see.
+                let items =
+                    crate::pep::Pep::disco_items(server, &req.to.to_bare(), &req.from.to_bare())
+                        .await;
+                for item in items {
+                    query.push(item);
+                }
+            }
+            return Ok(Some(query));
         }
         let reply = if account {
             let features = server
@@ -94,7 +109,15 @@ impl Module for Disco {
                 .iter()
                 .flat_map(|m| m.account_features().iter().copied())
                 .collect();
-            info(identity("account", "registered", None), features)
+            let mut reply = info(identity("account", "registered", None), features);
+            if pep_loaded(server) {
+                // XEP-0163 §1: the account is also a virtual PubSub service.
+                reply.children.insert(
+                    1,
+                    franca_xml::Node::Element(identity("pubsub", "pep", None)),
+                );
+            }
+            reply
         } else {
             let features = server
                 .modules

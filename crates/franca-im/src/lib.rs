@@ -1,16 +1,20 @@
 //! The core IM feature modules of RFC 6121 and the XEPs every client expects: roster and
 //! presence with the full subscription state machine, offline messages, carbons, blocking,
 //! vCard, last activity, ping, time, version, service discovery, in-band registration and
-//! XEP-0357 push notifications. Each is a [`franca_core::Module`]; [`load`] registers the ones
+//! XEP-0357 push notifications, and XEP-0163 PEP (on the XEP-0060 core in [`pubsub`]) with
+//! XEP-0049 private XML storage. Each is a [`franca_core::Module`]; [`load`] registers the ones
 //! the configuration turns on.
 
 pub mod blocking;
 pub mod carbons;
 pub mod disco;
 pub mod last;
+pub mod mam;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
+pub mod pubsub;
 pub mod push;
 pub mod register;
 pub mod roster;
@@ -32,7 +36,16 @@ pub fn load(config: &Config) -> Modules {
         modules.load(Arc::new(blocking::Blocking));
     }
     modules.load(Arc::new(roster::Roster));
+    // Before presence, whose outbound hook takes broadcast presence: PEP reads the XEP-0115
+    // capabilities in it first.
+    if config.pep.enabled {
+        modules.load(Arc::new(pep::Pep::new(config.pep.caps_cache)));
+    }
     modules.load(Arc::new(presence::Presence));
+    // Before carbons, so carbon copies carry the XEP-0359 stanza-id the archive added.
+    if config.mam.enabled {
+        modules.load(Arc::new(mam::Mam::new()));
+    }
     if on.carbons {
         modules.load(Arc::new(carbons::Carbons));
     }

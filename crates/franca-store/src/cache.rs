@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::{
-    FastToken, ImportedAccount, LastActivity, OfflineMessage, PushRegistration, Result, Roster,
+    ArchivePage, ArchivePrefs, ArchiveQuery, ArchivedMessage, FastToken, ImportedAccount,
+    LastActivity, OfflineMessage, PubsubItem, PubsubNode, PushRegistration, Result, Roster,
     RosterItem, ScramCredentials, Store,
 };
 
@@ -533,6 +534,74 @@ impl Store for RosterCache {
         self.inner.remove_push_registrations(user, jid, node).await
     }
 
+    // ---- pubsub/pep
+    async fn pubsub_nodes(&self, owner: &str) -> Result<Vec<PubsubNode>> {
+        self.inner.pubsub_nodes(owner).await
+    }
+    async fn pubsub_node(&self, owner: &str, node: &str) -> Result<Option<PubsubNode>> {
+        self.inner.pubsub_node(owner, node).await
+    }
+    async fn put_pubsub_node(
+        &self,
+        owner: &str,
+        node: &PubsubNode,
+        max_nodes: u32,
+    ) -> Result<bool> {
+        self.inner.put_pubsub_node(owner, node, max_nodes).await
+    }
+    async fn delete_pubsub_node(&self, owner: &str, node: &str) -> Result<bool> {
+        self.inner.delete_pubsub_node(owner, node).await
+    }
+    async fn publish_pubsub_item(
+        &self,
+        owner: &str,
+        node: &str,
+        item: &PubsubItem,
+        max_items: u32,
+    ) -> Result<bool> {
+        self.inner
+            .publish_pubsub_item(owner, node, item, max_items)
+            .await
+    }
+    async fn pubsub_items(
+        &self,
+        owner: &str,
+        node: &str,
+        ids: &[String],
+        max: u32,
+    ) -> Result<Vec<PubsubItem>> {
+        self.inner.pubsub_items(owner, node, ids, max).await
+    }
+    async fn retract_pubsub_item(&self, owner: &str, node: &str, id: &str) -> Result<bool> {
+        self.inner.retract_pubsub_item(owner, node, id).await
+    }
+    async fn purge_pubsub_node(&self, owner: &str, node: &str) -> Result<u64> {
+        self.inner.purge_pubsub_node(owner, node).await
+    }
+
+    // ---- mam: archives are not cached; forwarded as they are.
+    async fn archive_messages(&self, messages: &[ArchivedMessage]) -> Result<()> {
+        self.inner.archive_messages(messages).await
+    }
+    async fn archive_query(&self, owner: &str, query: &ArchiveQuery) -> Result<ArchivePage> {
+        self.inner.archive_query(owner, query).await
+    }
+    async fn archive_has(&self, owner: &str, id: &str) -> Result<bool> {
+        self.inner.archive_has(owner, id).await
+    }
+    async fn archive_expire(&self, before_us: i64, limit: u32) -> Result<u64> {
+        self.inner.archive_expire(before_us, limit).await
+    }
+    async fn archive_remove(&self, owner: &str) -> Result<u64> {
+        self.inner.archive_remove(owner).await
+    }
+    async fn archive_prefs(&self, user: &str) -> Result<Option<ArchivePrefs>> {
+        self.inner.archive_prefs(user).await
+    }
+    async fn set_archive_prefs(&self, user: &str, prefs: &ArchivePrefs) -> Result<()> {
+        self.inner.set_archive_prefs(user, prefs).await
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }
@@ -691,6 +760,73 @@ mod tests {
         ) -> Result<u64> {
             self.inner.remove_push_registrations(user, jid, node).await
         }
+        // ---- pubsub/pep
+        async fn pubsub_nodes(&self, owner: &str) -> Result<Vec<PubsubNode>> {
+            self.inner.pubsub_nodes(owner).await
+        }
+        async fn pubsub_node(&self, owner: &str, node: &str) -> Result<Option<PubsubNode>> {
+            self.inner.pubsub_node(owner, node).await
+        }
+        async fn put_pubsub_node(
+            &self,
+            owner: &str,
+            node: &PubsubNode,
+            max_nodes: u32,
+        ) -> Result<bool> {
+            self.inner.put_pubsub_node(owner, node, max_nodes).await
+        }
+        async fn delete_pubsub_node(&self, owner: &str, node: &str) -> Result<bool> {
+            self.inner.delete_pubsub_node(owner, node).await
+        }
+        async fn publish_pubsub_item(
+            &self,
+            owner: &str,
+            node: &str,
+            item: &PubsubItem,
+            max_items: u32,
+        ) -> Result<bool> {
+            self.inner
+                .publish_pubsub_item(owner, node, item, max_items)
+                .await
+        }
+        async fn pubsub_items(
+            &self,
+            owner: &str,
+            node: &str,
+            ids: &[String],
+            max: u32,
+        ) -> Result<Vec<PubsubItem>> {
+            self.inner.pubsub_items(owner, node, ids, max).await
+        }
+        async fn retract_pubsub_item(&self, owner: &str, node: &str, id: &str) -> Result<bool> {
+            self.inner.retract_pubsub_item(owner, node, id).await
+        }
+        async fn purge_pubsub_node(&self, owner: &str, node: &str) -> Result<u64> {
+            self.inner.purge_pubsub_node(owner, node).await
+        }
+        // ---- mam: archives are not cached; forwarded as they are.
+        async fn archive_messages(&self, messages: &[ArchivedMessage]) -> Result<()> {
+            self.inner.archive_messages(messages).await
+        }
+        async fn archive_query(&self, owner: &str, query: &ArchiveQuery) -> Result<ArchivePage> {
+            self.inner.archive_query(owner, query).await
+        }
+        async fn archive_has(&self, owner: &str, id: &str) -> Result<bool> {
+            self.inner.archive_has(owner, id).await
+        }
+        async fn archive_expire(&self, before_us: i64, limit: u32) -> Result<u64> {
+            self.inner.archive_expire(before_us, limit).await
+        }
+        async fn archive_remove(&self, owner: &str) -> Result<u64> {
+            self.inner.archive_remove(owner).await
+        }
+        async fn archive_prefs(&self, user: &str) -> Result<Option<ArchivePrefs>> {
+            self.inner.archive_prefs(user).await
+        }
+        async fn set_archive_prefs(&self, user: &str, prefs: &ArchivePrefs) -> Result<()> {
+            self.inner.set_archive_prefs(user, prefs).await
+        }
+
         async fn close(&self) {
             self.inner.close().await;
         }

@@ -10,8 +10,9 @@
 use futures_util::future::join_all;
 
 use crate::{
-    FastToken, ImportedAccount, LastActivity, MAX_FAST_CLIENTS, PushRegistration, RosterItem,
-    ScramCredentials, Store, StoreError, Subscription,
+    ArchivePrefs, ArchiveQuery, ArchivedMessage, FastToken, ImportedAccount, LastActivity,
+    MAX_FAST_CLIENTS, PubsubItem, PubsubNode, PushRegistration, RosterItem, ScramCredentials,
+    Store, StoreError, Subscription,
 };
 
 /// `ok!(store.method(args))`: await and unwrap, naming the call when it fails.
@@ -56,6 +57,9 @@ pub async fn run_all(store: &dyn Store) {
     last_activity_many(store).await;
     fast_tokens(store).await;
     push_registrations(store).await;
+    pubsub(store).await;
+    mam_archives(store).await;
+    mam_prefs(store).await;
     import_accounts(store).await;
     remove_user_deletes_everything(store).await;
     assert_eq!(
@@ -627,6 +631,8 @@ async fn fill(store: &dyn Store, u: &str) {
         &push("push.b.example", "n1", None),
         4
     )));
+    ok!(store.archive_messages(&[archived(u, "0001", 1, "friend@b.example", true)]));
+    ok!(store.set_archive_prefs(u, &prefs("never", &["a@b.example"], &[])));
 }
 
 async fn assert_nothing_stored(store: &dyn Store, u: &str) {
@@ -657,6 +663,8 @@ async fn assert_nothing_stored(store: &dyn Store, u: &str) {
         ok!(store.push_registrations(u)).is_empty(),
         "{u}: push registrations"
     );
+    assert!(!ok!(store.archive_has(u, "0001")), "{u}: archive");
+    assert_eq!(ok!(store.archive_prefs(u)), None, "{u}: archive prefs");
 }
 
 async fn import_accounts(store: &dyn Store) {
@@ -1006,4 +1014,350 @@ async fn push_registrations(store: &dyn Store) {
     ok!(store.remove_user(u));
     ok!(store.remove_user(other));
     assert!(ok!(store.push_registrations(u)).is_empty());
+}
+
+// ---- pubsub/pep
+
+fn ps_node(node: &str, config: &str) -> PubsubNode {
+    PubsubNode {
+        node: node.to_owned(),
+        config: config.to_owned(),
+    }
+}
+
+fn ps_item(id: &str, stamp_us: i64, xml: &str) -> PubsubItem {
+    PubsubItem {
+        id: id.to_owned(),
+        stamp_us,
+        xml: xml.to_owned(),
+    }
+}
+
+fn ids(items: &[PubsubItem]) -> Vec<&str> {
+    items.iter().map(|i| i.id.as_str()).collect()
+}
+
+async fn pubsub(store: &dyn Store) {
+    let (u, service) = ("pep@a.example", "pubsub.a.example");
+    new_user(store, u).await;
+    assert!(ok!(store.pubsub_nodes(u)).is_empty());
+    assert!(!ok!(store.publish_pubsub_item(
+        u,
+        "n",
+        &ps_item("1", 1, "<x/>"),
+        5
+    )));
+
+    // Nodes: capped per owner, reconfiguring an existing one is not a new node.
+    assert!(ok!(store.put_pubsub_node(u, &ps_node("b", "c1"), 2)));
+    assert!(ok!(store.put_pubsub_node(u, &ps_node("a", "c2"), 2)));
+    assert!(!ok!(store.put_pubsub_node(u, &ps_node("c", "c3"), 2)));
+    assert!(ok!(store.put_pubsub_node(u, &ps_node("b", "c4"), 2)));
+    assert_eq!(
+        ok!(store.pubsub_nodes(u)),
+        [ps_node("a", "c2"), ps_node("b", "c4")]
+    );
+    assert_eq!(ok!(store.pubsub_node(u, "b")), Some(ps_node("b", "c4")));
+    assert_eq!(ok!(store.pubsub_node(u, "c")), None);
+    // An owner that is not an account (a PubSub service) has its own nodes.
+    assert!(ok!(store.put_pubsub_node(service, &ps_node("b", "s"), 1)));
+
+    // Items: newest first, max_items trims the oldest, same id replaces and becomes newest,
+    // equal stamps keep publish order.
+    let xml = "<item id='1'><data xmlns='urn:xmpp:avatar:data'>\u{e9}&amp;</data></item>";
+    assert!(ok!(store.publish_pubsub_item(
+        u,
+        "b",
+        &ps_item("1", 10, xml),
+        3
+    )));
+    assert!(ok!(store.publish_pubsub_item(
+        u,
+        "b",
+        &ps_item("2", 10, "<two/>"),
+        3
+    )));
+    assert!(ok!(store.publish_pubsub_item(
+        u,
+        "b",
+        &ps_item("3", 5, "<three/>"),
+        3
+    )));
+    let all = ok!(store.pubsub_items(u, "b", &[], 10));
+    assert_eq!(ids(&all), ["3", "2", "1"]);
+    assert_eq!(all[2].xml, xml, "stored byte for byte");
+    assert!(all[0].stamp_us > all[1].stamp_us && all[1].stamp_us > all[2].stamp_us);
+    assert!(ok!(store.publish_pubsub_item(
+        u,
+        "b",
+        &ps_item("4", 20, "<four/>"),
+        3
+    )));
+    assert_eq!(
+        ids(&ok!(store.pubsub_items(u, "b", &[], 10))),
+        ["4", "3", "2"]
+    );
+    assert!(ok!(store.publish_pubsub_item(
+        u,
+        "b",
+        &ps_item("2", 30, "<new/>"),
+        3
+    )));
+    let all = ok!(store.pubsub_items(u, "b", &[], 10));
+    assert_eq!(ids(&all), ["2", "4", "3"]);
+    assert_eq!(all[0].xml, "<new/>");
+    assert_eq!(ids(&ok!(store.pubsub_items(u, "b", &[], 1))), ["2"]);
+    let wanted = ["3".to_owned(), "9".to_owned(), "4".to_owned()];
+    assert_eq!(
+        ids(&ok!(store.pubsub_items(u, "b", &wanted, 1))),
+        ["4", "3"]
+    );
+    assert!(ok!(store.pubsub_items(service, "b", &[], 10)).is_empty());
+    // A lower max_items on the next publish trims at once.
+    assert!(ok!(store.publish_pubsub_item(
+        u,
+        "b",
+        &ps_item("5", 40, "<five/>"),
+        1
+    )));
+    assert_eq!(ids(&ok!(store.pubsub_items(u, "b", &[], 10))), ["5"]);
+
+    // Retract, purge, delete.
+    assert!(ok!(store.retract_pubsub_item(u, "b", "5")));
+    assert!(!ok!(store.retract_pubsub_item(u, "b", "5")));
+    assert!(ok!(store.publish_pubsub_item(
+        u,
+        "a",
+        &ps_item("x", 1, "<x/>"),
+        5
+    )));
+    assert!(ok!(store.publish_pubsub_item(
+        u,
+        "a",
+        &ps_item("y", 2, "<y/>"),
+        5
+    )));
+    assert_eq!(ok!(store.purge_pubsub_node(u, "a")), 2);
+    assert!(ok!(store.pubsub_items(u, "a", &[], 10)).is_empty());
+    assert!(ok!(store.publish_pubsub_item(
+        u,
+        "a",
+        &ps_item("z", 3, "<z/>"),
+        5
+    )));
+    assert!(ok!(store.delete_pubsub_node(u, "a")));
+    assert!(!ok!(store.delete_pubsub_node(u, "a")));
+    assert!(ok!(store.pubsub_items(u, "a", &[], 10)).is_empty());
+    assert!(ok!(store.put_pubsub_node(u, &ps_node("a", "c"), 5)));
+    assert!(
+        ok!(store.pubsub_items(u, "a", &[], 10)).is_empty(),
+        "a node created again starts empty"
+    );
+
+    // Removing the account removes its nodes and items, not the service's.
+    assert!(ok!(store.publish_pubsub_item(
+        u,
+        "a",
+        &ps_item("z", 3, "<z/>"),
+        5
+    )));
+    ok!(store.remove_user(u));
+    assert!(ok!(store.pubsub_nodes(u)).is_empty());
+    assert!(ok!(store.pubsub_items(u, "a", &[], 10)).is_empty());
+    assert!(ok!(store.delete_pubsub_node(service, "b")));
+    assert!(ok!(store.pubsub_nodes(service)).is_empty());
+}
+
+fn archived(owner: &str, id: &str, stamp_us: i64, with: &str, outgoing: bool) -> ArchivedMessage {
+    ArchivedMessage {
+        owner: owner.to_owned(),
+        id: id.to_owned(),
+        stamp_us,
+        with: with.to_owned(),
+        outgoing,
+        xml: format!("<message id='{id}'><body>é\u{1F600} {id}</body></message>"),
+    }
+}
+
+fn prefs(default: &str, always: &[&str], never: &[&str]) -> ArchivePrefs {
+    ArchivePrefs {
+        default: default.to_owned(),
+        always: jids(always),
+        never: jids(never),
+    }
+}
+
+fn page_ids(page: &crate::ArchivePage) -> Vec<&str> {
+    page.messages.iter().map(|m| m.id.as_str()).collect()
+}
+
+async fn mam_archives(store: &dyn Store) {
+    // Owners need not be accounts (rooms use the same archive).
+    let (u, other) = ("mam@a.example", "room@muc.a.example");
+    let (alice, bob) = ("alice@b.example", "bob@b.example");
+    // Ten messages, ids 00..09 in archive order, alternating partners; inserted out of order
+    // and in two calls (one a multi-row statement) to show order comes from the id.
+    let all: Vec<ArchivedMessage> = (0..10)
+        .map(|i| {
+            let with = if i % 2 == 0 { alice } else { bob };
+            archived(u, &format!("{i:02}"), 100 + i, with, i % 3 == 0)
+        })
+        .collect();
+    let mut shuffled = all.clone();
+    shuffled.reverse();
+    ok!(store.archive_messages(&shuffled[..3]));
+    ok!(store.archive_messages(&shuffled[3..]));
+    ok!(store.archive_messages(&[archived(other, "05", 1, alice, false)]));
+    let q = |max| ArchiveQuery {
+        max,
+        ..ArchiveQuery::default()
+    };
+
+    // Forwards, first page; rows round-trip whole.
+    let page = ok!(store.archive_query(u, &q(4)));
+    assert_eq!(page_ids(&page), ["00", "01", "02", "03"]);
+    assert_eq!(page.messages[0], all[0]);
+    assert_eq!(page.messages[1], all[1]);
+    assert_eq!((page.count, page.complete), (10, false));
+    // Following pages with `after`; the last one is complete.
+    let page = ok!(store.archive_query(
+        u,
+        &ArchiveQuery {
+            after: Some("03".into()),
+            ..q(4)
+        }
+    ));
+    assert_eq!(page_ids(&page), ["04", "05", "06", "07"]);
+    assert!(!page.complete);
+    let page = ok!(store.archive_query(
+        u,
+        &ArchiveQuery {
+            after: Some("07".into()),
+            ..q(4)
+        }
+    ));
+    assert_eq!(page_ids(&page), ["08", "09"]);
+    assert_eq!((page.count, page.complete), (10, true));
+    // Exactly the rest is complete too (the extra row fetched tells).
+    let page = ok!(store.archive_query(
+        u,
+        &ArchiveQuery {
+            after: Some("05".into()),
+            ..q(4)
+        }
+    ));
+    assert_eq!(page_ids(&page), ["06", "07", "08", "09"]);
+    assert!(page.complete);
+
+    // Backwards: the last page, then `before` its first; still oldest first within a page.
+    let last = ArchiveQuery {
+        last_page: true,
+        ..q(4)
+    };
+    let page = ok!(store.archive_query(u, &last));
+    assert_eq!(page_ids(&page), ["06", "07", "08", "09"]);
+    assert!(!page.complete);
+    let page = ok!(store.archive_query(
+        u,
+        &ArchiveQuery {
+            before: Some("02".into()),
+            ..last.clone()
+        }
+    ));
+    assert_eq!(page_ids(&page), ["00", "01"]);
+    assert_eq!((page.count, page.complete), (10, true));
+
+    // Filters: with, the id range of start/end, ids; the count follows the filters.
+    let page = ok!(store.archive_query(
+        u,
+        &ArchiveQuery {
+            with: Some(bob.into()),
+            ..q(3)
+        }
+    ));
+    assert_eq!(page_ids(&page), ["01", "03", "05"]);
+    assert_eq!((page.count, page.complete), (5, false));
+    let page = ok!(store.archive_query(
+        u,
+        &ArchiveQuery {
+            with: Some(bob.into()),
+            after: Some("05".into()),
+            ..q(3)
+        }
+    ));
+    assert_eq!(page_ids(&page), ["07", "09"]);
+    assert!(page.complete);
+    let page = ok!(store.archive_query(
+        u,
+        &ArchiveQuery {
+            from_id: Some("03".into()),
+            until_id: Some("06".into()),
+            ..q(10)
+        }
+    ));
+    assert_eq!(page_ids(&page), ["03", "04", "05"]);
+    assert_eq!((page.count, page.complete), (3, true));
+    let page = ok!(store.archive_query(
+        u,
+        &ArchiveQuery {
+            ids: vec!["07".into(), "02".into(), "nope".into()],
+            ..q(10)
+        }
+    ));
+    assert_eq!(page_ids(&page), ["02", "07"]);
+    assert_eq!(page.count, 2);
+    // max 0: only the count.
+    let page = ok!(store.archive_query(u, &q(0)));
+    assert!(page.messages.is_empty());
+    assert_eq!((page.count, page.complete), (10, false));
+    // The other owner's archive is separate.
+    let page = ok!(store.archive_query(other, &q(10)));
+    assert_eq!(page_ids(&page), ["05"]);
+    assert_eq!(page.count, 1);
+    let page = ok!(store.archive_query("nobody@a.example", &q(10)));
+    assert_eq!(
+        (page.messages.len(), page.count, page.complete),
+        (0, 0, true)
+    );
+
+    assert!(ok!(store.archive_has(u, "09")));
+    assert!(!ok!(store.archive_has(u, "10")));
+    assert!(!ok!(store.archive_has("nobody@a.example", "09")));
+    // Ids are per owner: the same id under two owners, and a duplicate is refused.
+    assert!(store.archive_messages(&[all[0].clone()]).await.is_err());
+
+    // Expiry in batches: stamps below 105 are u's 00..04 and the other owner's one.
+    assert_eq!(ok!(store.archive_expire(105, 4)), 4);
+    assert_eq!(ok!(store.archive_expire(105, 4)), 2);
+    assert_eq!(ok!(store.archive_expire(105, 4)), 0);
+    let page = ok!(store.archive_query(u, &q(10)));
+    assert_eq!(page_ids(&page), ["05", "06", "07", "08", "09"]);
+    assert_eq!(ok!(store.archive_query(other, &q(10))).count, 0);
+
+    assert_eq!(ok!(store.archive_remove(u)), 5);
+    assert_eq!(ok!(store.archive_query(u, &q(10))).count, 0);
+    assert_eq!(ok!(store.archive_remove(u)), 0);
+}
+
+async fn mam_prefs(store: &dyn Store) {
+    let u = "mam-prefs@a.example";
+    err!(
+        store.set_archive_prefs(u, &prefs("always", &[], &[])),
+        StoreError::UnknownUser(_)
+    );
+    new_user(store, u).await;
+    assert_eq!(ok!(store.archive_prefs(u)), None);
+    let p = prefs(
+        "roster",
+        &["a@b.example", "c@d.example"],
+        &["spam@b.example"],
+    );
+    ok!(store.set_archive_prefs(u, &p));
+    assert_eq!(ok!(store.archive_prefs(u)), Some(p));
+    // Replaced whole, empty lists included.
+    let p = prefs("never", &[], &[]);
+    ok!(store.set_archive_prefs(u, &p));
+    assert_eq!(ok!(store.archive_prefs(u)), Some(p));
+    ok!(store.remove_user(u));
+    assert_eq!(ok!(store.archive_prefs(u)), None);
 }

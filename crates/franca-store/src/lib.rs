@@ -29,6 +29,11 @@ use std::sync::Arc;
 /// [`RosterCache::forget`] yet), so a smaller bound would mainly cost reloads, not correctness.
 pub const DEFAULT_ROSTER_CACHE_USERS: usize = 50_000;
 
+/// Most messages an archive query counts for XEP-0059 `<count/>`: counting walks an index, so
+/// the count is exact up to this many and reported as this many beyond (a client uses it for
+/// progress, and a million-message archive must not cost a million index entries per page).
+pub const MAX_ARCHIVE_COUNT: i64 = 100_000;
+
 /// Clients of one account that may hold FAST tokens at once; issuing a token to one more
 /// drops the tokens of the client whose token expires first (each client is one user-agent id,
 /// which a client picks itself, so this bounds what one account can store).
@@ -89,7 +94,7 @@ pub trait Store: Send + Sync + 'static {
     async fn credentials(&self, user: &str, hash: &str) -> Result<Option<ScramCredentials>>;
     async fn user_exists(&self, user: &str) -> Result<bool>;
     /// Delete the account and all of its data (roster, offline, vCard, blocklist, last activity,
-    /// FAST tokens, push registrations).
+    /// FAST tokens, push registrations, PubSub nodes it owns, message archive and its prefs).
     /// `UnknownUser` when absent.
     async fn remove_user(&self, user: &str) -> Result<()>;
     /// Bare JIDs of all accounts, optionally only those in `domain`, sorted.
@@ -196,6 +201,61 @@ pub trait Store: Send + Sync + 'static {
         jid: &str,
         node: Option<&str>,
     ) -> Result<u64>;
+
+    // ---- pubsub/pep: XEP-0060 nodes and items, keyed by an owner JID (an account's bare JID
+    // for XEP-0163 PEP; a PubSub service's JID later). Removing an account removes the nodes it
+    // owns. Items are returned newest first.
+    /// Every node of `owner`, ordered by name.
+    async fn pubsub_nodes(&self, owner: &str) -> Result<Vec<PubsubNode>>;
+    async fn pubsub_node(&self, owner: &str, node: &str) -> Result<Option<PubsubNode>>;
+    /// Create the node or replace its configuration (items are kept). Returns false, storing
+    /// nothing, when it is new and `owner` already has `max_nodes` nodes.
+    async fn put_pubsub_node(&self, owner: &str, node: &PubsubNode, max_nodes: u32)
+    -> Result<bool>;
+    /// Delete the node and its items; false when there was none.
+    async fn delete_pubsub_node(&self, owner: &str, node: &str) -> Result<bool>;
+    /// Store `item` (replacing an item with the same id) as the node's newest: its stamp is
+    /// raised above the newest stored one if needed, so order is publish order. Then only the
+    /// newest `max_items` are kept. False, storing nothing, when the node does not exist.
+    async fn publish_pubsub_item(
+        &self,
+        owner: &str,
+        node: &str,
+        item: &PubsubItem,
+        max_items: u32,
+    ) -> Result<bool>;
+    /// Items of a node, newest first: those with these ids when `ids` is not empty, else the
+    /// newest `max`.
+    async fn pubsub_items(
+        &self,
+        owner: &str,
+        node: &str,
+        ids: &[String],
+        max: u32,
+    ) -> Result<Vec<PubsubItem>>;
+    /// Delete one item; false when it was not there.
+    async fn retract_pubsub_item(&self, owner: &str, node: &str, id: &str) -> Result<bool>;
+    /// Delete every item of the node; returns how many.
+    async fn purge_pubsub_node(&self, owner: &str, node: &str) -> Result<u64>;
+
+    // ---- mam: XEP-0313 archives, keyed by an owner JID (an account's bare JID; a room's JID
+    // later). Removing an account removes its archive and preferences. Archives are ordered by
+    // message id (byte order), which the archiving module makes sortable by time.
+    /// Store messages, in one statement (one commit). Each id must be new for its owner.
+    async fn archive_messages(&self, messages: &[ArchivedMessage]) -> Result<()>;
+    /// One page of `owner`'s archive (keyset paging on the id, never an offset).
+    async fn archive_query(&self, owner: &str, query: &ArchiveQuery) -> Result<ArchivePage>;
+    /// Whether `owner`'s archive holds a message with this id (to tell a stale cursor).
+    async fn archive_has(&self, owner: &str, id: &str) -> Result<bool>;
+    /// Delete at most `limit` messages archived before `before_us`, of every owner; returns
+    /// how many (the expiry job calls it until it returns less than `limit`).
+    async fn archive_expire(&self, before_us: i64, limit: u32) -> Result<u64>;
+    /// Delete `owner`'s whole archive; returns how many messages.
+    async fn archive_remove(&self, owner: &str) -> Result<u64>;
+    /// The account's XEP-0313 preferences; `None` when it never set any.
+    async fn archive_prefs(&self, user: &str) -> Result<Option<ArchivePrefs>>;
+    /// Replace the account's preferences. `UnknownUser` when absent.
+    async fn set_archive_prefs(&self, user: &str, prefs: &ArchivePrefs) -> Result<()>;
 
     // ---- bulk import
     /// Create these accounts with their data. An account that already exists is left as it

@@ -32,6 +32,16 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "push_registrations",
         sql: include_str!("../migrations/sqlite/0003_push_registrations.sql"),
     },
+    Migration {
+        version: 4,
+        name: "mam",
+        sql: include_str!("../migrations/sqlite/0004_mam.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "pep",
+        sql: include_str!("../migrations/sqlite/0005_pep.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -49,6 +59,16 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "push_registrations",
         sql: include_str!("../migrations/postgres/0003_push_registrations.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "mam",
+        sql: include_str!("../migrations/postgres/0004_mam.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "pep",
+        sql: include_str!("../migrations/postgres/0005_pep.sql"),
     },
 ];
 

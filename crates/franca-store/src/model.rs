@@ -150,3 +150,86 @@ pub struct PushRegistration {
     /// gave when enabling, sent back with every notification (XEP-0357 §5).
     pub options: Option<String>,
 }
+
+/// A XEP-0060 PubSub node: its name and its configuration, serialised by the PubSub module
+/// (the store does not read it). The owner it belongs to is passed alongside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PubsubNode {
+    pub node: String,
+    pub config: String,
+}
+
+/// One published item of a PubSub node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PubsubItem {
+    /// The item id, unique within its node; publishing the same id again replaces the item.
+    pub id: String,
+    /// When it was published (µs since the Unix epoch); items are ordered by it.
+    pub stamp_us: i64,
+    /// The serialised `<item/>` payload element.
+    pub xml: String,
+}
+
+/// One message in a XEP-0313 archive. The archive belongs to `owner`: an account's bare JID,
+/// or later a room's JID, so the same table and methods serve both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivedMessage {
+    pub owner: String,
+    /// The XEP-0359 stanza-id: unique per owner, and its byte order is the archive's order
+    /// (the archiving module makes ids that sort by time; the store only relies on the order).
+    pub id: String,
+    /// When it was archived (µs since the Unix epoch).
+    pub stamp_us: i64,
+    /// The conversation partner's bare JID.
+    pub with: String,
+    /// True when the owner sent it.
+    pub outgoing: bool,
+    /// The serialised `<message/>`.
+    pub xml: String,
+}
+
+/// What an archive query selects (XEP-0313 §4 filters with XEP-0059 paging). Ranges are on the
+/// id, which is how the archive is ordered: the module turns `start`/`end` times into ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveQuery {
+    /// Only messages with this bare JID.
+    pub with: Option<String>,
+    /// Only ids `>= from_id` (the filter's `start`).
+    pub from_id: Option<String>,
+    /// Only ids `< until_id` (the filter's `end`, exclusive).
+    pub until_id: Option<String>,
+    /// Paging cursor: only ids after this one (RSM `after`, XEP-0313 `after-id`).
+    pub after: Option<String>,
+    /// Paging cursor: only ids before this one (RSM `before`, XEP-0313 `before-id`).
+    pub before: Option<String>,
+    /// Only these ids (XEP-0313 `ids`); empty = no such filter.
+    pub ids: Vec<String>,
+    /// At most this many messages.
+    pub max: u32,
+    /// Take the last `max` matching messages instead of the first (RSM `<before/>`); the page
+    /// is still returned oldest first.
+    pub last_page: bool,
+}
+
+/// One page of an archive query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchivePage {
+    /// Oldest first.
+    pub messages: Vec<ArchivedMessage>,
+    /// No more messages match beyond this page in the direction of paging.
+    pub complete: bool,
+    /// How many messages match the filters, cursors aside: exact up to
+    /// [`crate::MAX_ARCHIVE_COUNT`], which is reported when there are more.
+    pub count: u64,
+}
+
+/// XEP-0313 §7 archiving preferences of an account.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchivePrefs {
+    /// "always", "never" or "roster".
+    pub default: String,
+    /// Bare JIDs always archived.
+    pub always: Vec<String>,
+    /// Bare JIDs never archived.
+    pub never: Vec<String>,
+}

@@ -15,8 +15,12 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
 
+mod mam;
+mod pubsub;
+
 use crate::{
-    FastToken, ImportedAccount, LastActivity, MAX_FAST_CLIENTS, OfflineMessage, PushRegistration,
+    ArchivePage, ArchivePrefs, ArchiveQuery, ArchivedMessage, FastToken, ImportedAccount,
+    LastActivity, MAX_FAST_CLIENTS, OfflineMessage, PubsubItem, PubsubNode, PushRegistration,
     Result, RosterItem, ScramCredentials, Store, StoreError, Subscription,
 };
 
@@ -524,15 +528,26 @@ impl Store for SqlStore {
     }
 
     async fn remove_user(&self, user: &str) -> Result<()> {
-        // Every other table cascades from users (see the migrations).
+        // Every other table cascades from users (see the migrations), except PubSub nodes,
+        // whose owner is not always an account (0005).
+        let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM users WHERE jid = $1")
             .bind(user)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
         if done.rows_affected() == 0 {
+            tx.rollback().await.map_err(db)?;
             return Err(StoreError::UnknownUser(user.to_owned()));
         }
+        Self::delete_pubsub_owner(&mut tx, user).await?;
+        // The message archive's owner may be a room too (0004), so it does not cascade.
+        sqlx::query("DELETE FROM mam_messages WHERE owner = $1")
+            .bind(user)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
         Ok(())
     }
 
@@ -1094,6 +1109,73 @@ impl Store for SqlStore {
             .map_err(db)?,
         };
         Ok(done.rows_affected())
+    }
+
+    // ---- pubsub/pep (in sql/pubsub.rs)
+    async fn pubsub_nodes(&self, owner: &str) -> Result<Vec<PubsubNode>> {
+        self.pubsub_nodes_impl(owner).await
+    }
+    async fn pubsub_node(&self, owner: &str, node: &str) -> Result<Option<PubsubNode>> {
+        self.pubsub_node_impl(owner, node).await
+    }
+    async fn put_pubsub_node(
+        &self,
+        owner: &str,
+        node: &PubsubNode,
+        max_nodes: u32,
+    ) -> Result<bool> {
+        self.put_pubsub_node_impl(owner, node, max_nodes).await
+    }
+    async fn delete_pubsub_node(&self, owner: &str, node: &str) -> Result<bool> {
+        self.delete_pubsub_node_impl(owner, node).await
+    }
+    async fn publish_pubsub_item(
+        &self,
+        owner: &str,
+        node: &str,
+        item: &PubsubItem,
+        max_items: u32,
+    ) -> Result<bool> {
+        self.publish_pubsub_item_impl(owner, node, item, max_items)
+            .await
+    }
+    async fn pubsub_items(
+        &self,
+        owner: &str,
+        node: &str,
+        ids: &[String],
+        max: u32,
+    ) -> Result<Vec<PubsubItem>> {
+        self.pubsub_items_impl(owner, node, ids, max).await
+    }
+    async fn retract_pubsub_item(&self, owner: &str, node: &str, id: &str) -> Result<bool> {
+        self.retract_pubsub_item_impl(owner, node, id).await
+    }
+    async fn purge_pubsub_node(&self, owner: &str, node: &str) -> Result<u64> {
+        self.purge_pubsub_node_impl(owner, node).await
+    }
+
+    // ---- mam (sql/mam.rs)
+    async fn archive_messages(&self, messages: &[ArchivedMessage]) -> Result<()> {
+        self.archive_messages_impl(messages).await
+    }
+    async fn archive_query(&self, owner: &str, query: &ArchiveQuery) -> Result<ArchivePage> {
+        self.archive_query_impl(owner, query).await
+    }
+    async fn archive_has(&self, owner: &str, id: &str) -> Result<bool> {
+        self.archive_has_impl(owner, id).await
+    }
+    async fn archive_expire(&self, before_us: i64, limit: u32) -> Result<u64> {
+        self.archive_expire_impl(before_us, limit).await
+    }
+    async fn archive_remove(&self, owner: &str) -> Result<u64> {
+        self.archive_remove_impl(owner).await
+    }
+    async fn archive_prefs(&self, user: &str) -> Result<Option<ArchivePrefs>> {
+        self.archive_prefs_impl(user).await
+    }
+    async fn set_archive_prefs(&self, user: &str, prefs: &ArchivePrefs) -> Result<()> {
+        self.set_archive_prefs_impl(user, prefs).await
     }
 
     async fn close(&self) {

@@ -20,6 +20,10 @@
 //! - `sasl2`: XEP-0388 SASL2 with XEP-0386 Bind2 (inline carbons and stream management),
 //!   resumption inside `<authenticate/>`, XEP-0484 FAST tokens (reconnect, replay, revocation,
 //!   expiry).
+//! - `mam`: XEP-0313 archives: paging both ways with stanza-ids, filters, preferences, an
+//!   offline message archived once, capped `max`, bad forms, another account's archive.
+//! - `pep`: XEP-0163 PEP notifications filtered by XEP-0115 caps, last item at presence,
+//!   publish-options preconditions, access models, XEP-0049 private storage, XEP-0048 → XEP-0402.
 //! - `push`: XEP-0357 notifications to an app server that is a client of this server, for an
 //!   offline account and for a session hibernated by XEP-0198; disabling; error answers.
 
@@ -33,7 +37,9 @@ mod hostile;
 mod https;
 mod import;
 mod lifecycle;
+mod mam;
 mod multiplex;
+mod pep;
 mod push;
 mod sasl2;
 mod sm;
