@@ -23,6 +23,7 @@ pub struct Config {
     pub push: PushConfig,
     pub pep: PepConfig,
     pub mam: MamConfig,
+    pub muc: MucConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +35,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Allow c2s authentication without TLS (benchmarks on loopback only; never in production).
     pub allow_plaintext: bool,
+    /// Bare JIDs of the server's administrators. They may create rooms when `muc.create` is
+    /// `"admins"`, and are owners of every room.
+    pub admins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +46,7 @@ impl Default for ServerConfig {
             domains: vec!["localhost".into()],
             data_dir: PathBuf::from("franca-data"),
             allow_plaintext: false,
+            admins: Vec::new(),
         }
     }
 }
@@ -273,6 +278,15 @@ impl Config {
                 )));
             }
         }
+        for a in &self.server.admins {
+            let normalised = jid::BareJid::new(a).ok().filter(|j| j.node().is_some());
+            if normalised.as_ref().map(|j| j.as_str()) != Some(a.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "server.admins: {a:?} is not a normalised bare JID (user@domain)"
+                )));
+            }
+        }
+        self.muc.validate(&self.server.domains)?;
         if self.stream_management.max_unacked == 0 {
             return Err(ConfigError::Invalid(
                 "stream_management.max_unacked must be > 0".into(),
@@ -294,6 +308,11 @@ impl Config {
 
     pub fn serves(&self, domain: &str) -> bool {
         self.server.domains.iter().any(|d| d == domain)
+    }
+
+    /// Whether `jid` (a bare JID) is one of `server.admins`.
+    pub fn is_admin(&self, jid: &str) -> bool {
+        self.server.admins.iter().any(|a| a == jid)
     }
 }
 
@@ -496,5 +515,104 @@ impl Default for MamConfig {
             retention_days: 0,
             max_page: 250,
         }
+    }
+}
+
+/// Who may create XEP-0045 rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomCreation {
+    /// Any user who can reach the service (once federation exists, remote users too).
+    Everyone,
+    /// Accounts of the served domains.
+    Local,
+    /// Only `server.admins`.
+    Admins,
+}
+
+/// XEP-0045 group chat: one service per served domain, at `<subdomain>.<domain>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MucConfig {
+    /// Host the service at all.
+    pub enabled: bool,
+    /// The service of `example.org` is `<subdomain>.example.org`.
+    pub subdomain: String,
+    /// Who may create rooms.
+    pub create: RoomCreation,
+    /// Rooms one service holds at once (temporary and persistent); one more is refused.
+    pub max_rooms: usize,
+    /// Occupants of one room at most; new rooms start with this and owners may lower it.
+    pub max_occupants: u32,
+    /// Messages a new room keeps for history on join.
+    pub history: u32,
+    /// The most messages an owner may have a room keep.
+    pub max_history: u32,
+    /// Longest nickname, in characters.
+    pub max_nick_chars: usize,
+    /// Affiliations (owners, admins, members, outcasts) one room may list.
+    pub max_affiliations: usize,
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        MucConfig {
+            enabled: true,
+            subdomain: "conference".into(),
+            create: RoomCreation::Local,
+            max_rooms: 10_000,
+            max_occupants: 200,
+            history: 20,
+            max_history: 100,
+            max_nick_chars: 64,
+            max_affiliations: 5_000,
+        }
+    }
+}
+
+impl MucConfig {
+    /// The service domain for each served domain.
+    pub fn service_domains(&self, domains: &[String]) -> Vec<String> {
+        domains
+            .iter()
+            .map(|d| format!("{}.{d}", self.subdomain))
+            .collect()
+    }
+
+    fn validate(&self, domains: &[String]) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let label = &self.subdomain;
+        let label_ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !label_ok {
+            return Err(ConfigError::Invalid(format!(
+                "muc.subdomain: {label:?} is not a lowercase DNS label"
+            )));
+        }
+        for service in self.service_domains(domains) {
+            if domains.contains(&service) {
+                return Err(ConfigError::Invalid(format!(
+                    "muc.subdomain: {service} is also in server.domains"
+                )));
+            }
+        }
+        if self.max_occupants == 0 || self.max_rooms == 0 || self.max_nick_chars == 0 {
+            return Err(ConfigError::Invalid(
+                "muc.max_occupants, muc.max_rooms and muc.max_nick_chars must be > 0".into(),
+            ));
+        }
+        if self.history > self.max_history {
+            return Err(ConfigError::Invalid(
+                "muc.history must not exceed muc.max_history".into(),
+            ));
+        }
+        Ok(())
     }
 }

@@ -14,6 +14,8 @@ pub mod session;
 pub mod util;
 
 pub use config::Config;
-pub use module::{Flow, IqRequest, IqResult, IqTarget, Module, Modules, SessionEvent};
+pub use module::{
+    Flow, HostedService, IqRequest, IqResult, IqTarget, Module, Modules, SessionEvent,
+};
 pub use server::Server;
 pub use session::{Outbound, Session, Sessions};

@@ -2,6 +2,7 @@
 //! registration, so a module that is not loaded leaves nothing behind. Defaults live in the core
 //! as the last handler: an IQ nobody handles gets `service-unavailable`.
 
+use crate::config::Config;
 use crate::server::Server;
 use crate::session::Session;
 use franca_proto::errors::StanzaError;
@@ -66,6 +67,16 @@ pub enum SessionEvent {
     Closed(Arc<Session>),
 }
 
+/// A service domain a module hosts (XEP-0045 `conference.example.org`; later `pubsub.`,
+/// `upload.`): everything addressed to the domain or a JID on it goes to the module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedService {
+    /// The service's domain, e.g. `conference.example.org`. Never a served domain.
+    pub domain: String,
+    /// The name the main domain's disco#items gives it.
+    pub name: &'static str,
+}
+
 #[async_trait::async_trait]
 pub trait Module: Send + Sync + 'static {
     fn name(&self) -> &'static str;
@@ -103,6 +114,22 @@ pub trait Module: Send + Sync + 'static {
     ) -> Option<Element> {
         None
     }
+
+    /// The service domains this module hosts, asked once when the server is built
+    /// ([`Server::new`] keeps them in its registry). Every stanza whose `to` is on one of them
+    /// reaches [`Module::service_stanza`]; the served domains' disco#items lists them.
+    fn services(&self, _config: &Config) -> Vec<HostedService> {
+        Vec::new()
+    }
+
+    /// A stanza to one of [`Module::services`]: `to` is its parsed address (the service
+    /// itself, or a JID on it) and `from` is trusted. The module answers everything, IQs
+    /// included; nothing is answered for it.
+    async fn service_stanza(&self, _server: &Arc<Server>, _to: Jid, _stanza: Element) {}
+
+    /// The server is built and storage is open, before any connection is accepted: a module
+    /// loads what it keeps in memory (persistent rooms).
+    async fn start(&self, _server: &Arc<Server>) {}
 
     async fn handle_iq(&self, _server: &Arc<Server>, _req: IqRequest<'_>) -> IqResult {
         Err(StanzaError::new(

@@ -98,6 +98,11 @@ impl Server {
                 }
             };
             if !self.serves(to.domain().as_str()) {
+                // Only here, off the path to accounts: a hosted service (MUC, …) answers
+                // everything on its domain.
+                if let Some(service) = self.service(to.domain().as_str()) {
+                    return service.service_stanza(self, to, stanza).await;
+                }
                 // Federation is not wired yet: RFC 6120 §10.4.
                 return self
                     .reply_error(&stanza, StanzaError::new(Cond::RemoteServerNotFound))

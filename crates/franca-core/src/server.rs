@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::detached::{Detached, Hibernated};
-use crate::module::{Modules, SessionEvent};
+use crate::module::{HostedService, Module, Modules, SessionEvent};
 use crate::session::{Bound, Session, Sessions};
 use franca_store::Store;
 use jid::{BareJid, FullJid};
@@ -19,6 +19,9 @@ pub struct Server {
     /// XEP-0198 sessions that can be resumed, some of them without a connection.
     pub detached: Detached,
     pub started: Instant,
+    /// Hosted service domains (`conference.example.org`) and the modules that answer them,
+    /// sorted by domain.
+    services: Vec<(HostedService, Arc<dyn Module>)>,
     /// Accounts removed while this server ran, with when: a stream that authenticated just
     /// before the removal must not bind after it. Kept only as long as negotiation may take.
     removed: Mutex<HashMap<BareJid, Instant>>,
@@ -27,6 +30,29 @@ pub struct Server {
 impl Server {
     pub fn new(config: Config, store: Arc<dyn Store>, modules: Modules) -> Arc<Server> {
         let detached = Detached::new(config.stream_management.max_hibernated);
+        let mut services: Vec<(HostedService, Arc<dyn Module>)> = Vec::new();
+        for m in modules.iter() {
+            for service in m.services(&config) {
+                // Wiring bugs at start-up (the configuration is validated before this).
+                assert!(
+                    !config.serves(&service.domain),
+                    "{} hosts {}, a served domain",
+                    m.name(),
+                    service.domain
+                );
+                if let Some((_, other)) = services.iter().find(|(s, _)| s.domain == service.domain)
+                {
+                    panic!(
+                        "two modules host {}: {} and {}",
+                        service.domain,
+                        other.name(),
+                        m.name()
+                    );
+                }
+                services.push((service, m.clone()));
+            }
+        }
+        services.sort_by(|a, b| a.0.domain.cmp(&b.0.domain));
         Arc::new(Server {
             config,
             store,
@@ -34,6 +60,7 @@ impl Server {
             detached,
             modules,
             started: Instant::now(),
+            services,
             removed: Mutex::default(),
         })
     }
@@ -65,6 +92,28 @@ impl Server {
 
     pub fn serves(&self, domain: &str) -> bool {
         self.config.serves(domain)
+    }
+
+    /// The module hosting service domain `domain`, if one does.
+    pub fn service(&self, domain: &str) -> Option<&Arc<dyn Module>> {
+        // A handful of services: a scan beats hashing.
+        self.services
+            .iter()
+            .find(|(s, _)| s.domain == domain)
+            .map(|(_, m)| m)
+    }
+
+    /// Every hosted service domain, sorted.
+    pub fn services(&self) -> impl Iterator<Item = &HostedService> {
+        self.services.iter().map(|(s, _)| s)
+    }
+
+    /// Let every module load what it keeps in memory ([`Module::start`]); `franca serve`
+    /// calls this once before accepting connections.
+    pub async fn start_modules(self: &Arc<Self>) {
+        for m in self.modules.iter() {
+            m.start(self).await;
+        }
     }
 
     /// Whether `user` has an account here. Online accounts answer from memory, so routing to a

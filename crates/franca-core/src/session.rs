@@ -146,6 +146,58 @@ pub fn serialise(stanza: &Element) -> Arc<str> {
     Arc::from(stanza.to_xml_in(franca_proto::ns::NS_CLIENT))
 }
 
+/// One stanza for many recipients (a MUC fan-out), serialised once. RFC 6120 §8.1.1.1 wants
+/// each copy addressed (`to`), so the serialisation of everything else is kept and each
+/// recipient's copy is that text with its `to` written in: a copy of the bytes, not another
+/// walk of the tree.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    /// `<message` (the tag name).
+    head: Box<str>,
+    /// Everything after the tag name: the other attributes, children and end tag.
+    tail: Box<str>,
+}
+
+impl Fanout {
+    /// `stanza` is serialised without its `to` attribute, if it has one.
+    pub fn new(stanza: &Element) -> Fanout {
+        let xml = if stanza.attr("to").is_some() {
+            let mut copy = stanza.clone();
+            copy.remove_attr("to");
+            copy.to_xml_in(franca_proto::ns::NS_CLIENT)
+        } else {
+            stanza.to_xml_in(franca_proto::ns::NS_CLIENT)
+        };
+        // The serialiser writes `<` and the name first.
+        let split = 1 + stanza.name.len();
+        let (head, tail) = xml.split_at(split.min(xml.len()));
+        Fanout {
+            head: head.into(),
+            tail: tail.into(),
+        }
+    }
+
+    /// Length of the serialisation without `to`, in bytes.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes for the recipient `to`.
+    pub fn to(&self, to: &str) -> Arc<str> {
+        let mut out = String::with_capacity(self.head.len() + self.tail.len() + to.len() + 6);
+        out.push_str(&self.head);
+        out.push_str(" to='");
+        franca_xml::escape_attr(to, &mut out);
+        out.push('\'');
+        out.push_str(&self.tail);
+        Arc::from(out)
+    }
+}
+
 type Shard = RwLock<HashMap<BareJid, Vec<Arc<Session>>>>;
 
 /// Sharded map from bare JID to the account's sessions: lookups on the routing path take one
@@ -276,5 +328,39 @@ impl Sessions {
                     .sum::<usize>()
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fanout_copy_is_the_stanza_addressed_to_its_recipient() {
+        let stanza = Element::new("message", franca_proto::ns::NS_CLIENT)
+            .with_attr("from", "room@conference.localhost/nick")
+            .with_attr("to", "someone@else")
+            .with_attr("type", "groupchat")
+            .with_child(Element::new("body", franca_proto::ns::NS_CLIENT).with_text("a < b"));
+        let fanout = Fanout::new(&stanza);
+        for to in [
+            "juliet@localhost/balcony",
+            "romeo@localhost/it's <me> & more",
+        ] {
+            let mut want = stanza.clone();
+            want.remove_attr("to");
+            let mut addressed =
+                Element::new("message", franca_proto::ns::NS_CLIENT).with_attr("to", to);
+            addressed.attrs.extend(want.attrs);
+            addressed.children = want.children;
+            assert_eq!(&*fanout.to(to), &*serialise(&addressed));
+        }
+        let empty = Element::new("presence", franca_proto::ns::NS_CLIENT);
+        assert_eq!(
+            &*Fanout::new(&empty).to("a@b/c"),
+            &*serialise(
+                &Element::new("presence", franca_proto::ns::NS_CLIENT).with_attr("to", "a@b/c")
+            )
+        );
     }
 }

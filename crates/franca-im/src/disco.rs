@@ -4,8 +4,9 @@
 //! declares ([`Module::server_features`]); an account is `<identity category='account'
 //! type='registered'/>` with the features of [`Module::account_features`], plus `<identity
 //! category='pubsub' type='pep'/>` when XEP-0163 PEP is loaded, whose nodes the requester may
-//! see are the account's items. The server's items are empty for now (services such as MUC
-//! will be listed when they exist); node queries get `item-not-found`.
+//! see are the account's items. The server's items are the services hosted under its domain
+//! ([`Module::services`], e.g. the MUC service `conference.example.org`); node queries get
+//! `item-not-found`.
 //!
 //! An account answers the user itself and the contacts allowed to see its presence (a `from` or
 //! `both` subscription), as Prosody does; anyone else gets `service-unavailable`, the answer for
@@ -92,6 +93,17 @@ impl Module for Disco {
         }
         if ns == NS_DISCO_ITEMS {
             let mut query = Element::new("query", NS_DISCO_ITEMS);
+            if !account {
+                // The services hosted under this domain (`conference.example.org`).
+                let suffix = format!(".{}", req.to.domain());
+                for s in server.services().filter(|s| s.domain.ends_with(&suffix)) {
+                    query.push(
+                        Element::new("item", NS_DISCO_ITEMS)
+                            .with_attr("jid", s.domain.as_str())
+                            .with_attr("name", s.name),
+                    );
+                }
+            }
             if account && pep_loaded(server) {
                 // XEP-0163 §8: the account's PEP nodes the requester may see.
                 let items =

@@ -2,14 +2,15 @@
 //! presence with the full subscription state machine, offline messages, carbons, blocking,
 //! vCard, last activity, ping, time, version, service discovery, in-band registration and
 //! XEP-0357 push notifications, and XEP-0163 PEP (on the XEP-0060 core in [`pubsub`]) with
-//! XEP-0049 private XML storage. Each is a [`franca_core::Module`]; [`load`] registers the ones
-//! the configuration turns on.
+//! XEP-0049 private XML storage, and XEP-0045 group chat (a hosted `conference.` service).
+//! Each is a [`franca_core::Module`]; [`load`] registers the ones the configuration turns on.
 
 pub mod blocking;
 pub mod carbons;
 pub mod disco;
 pub mod last;
 pub mod mam;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod ping;
@@ -48,6 +49,10 @@ pub fn load(config: &Config) -> Modules {
     }
     if on.carbons {
         modules.load(Arc::new(carbons::Carbons));
+    }
+    // After presence, whose closing hook tells the rooms a session is in that it left.
+    if config.muc.enabled {
+        modules.load(Arc::new(muc::Muc::new(config)));
     }
     // Before offline storage, whose undeliverable hook takes the message.
     if config.push.enabled {

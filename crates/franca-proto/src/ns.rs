@@ -139,3 +139,25 @@ pub const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 pub const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 /// Explicit message encryption: names the scheme of an encrypted message (XEP-0380).
 pub const NS_EME: &str = "urn:xmpp:eme:0";
+
+// ---- XEP-0045 multi-user chat and its companions ----------------------------------------------
+
+/// Multi-user chat: the join request `<x/>` in presence, and the service's disco feature
+/// (XEP-0045 §7.2).
+pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
+/// Occupant information in presence and messages from a room (XEP-0045 §7.2.3).
+pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// Role and affiliation lists, kicks and bans (XEP-0045 §8–§9).
+pub const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+/// Room configuration and destruction (XEP-0045 §10).
+pub const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// FORM_TYPE of the room configuration form (XEP-0045 §10.2).
+pub const NS_MUC_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+/// FORM_TYPE of the extended room information in disco#info (XEP-0045 §6.4).
+pub const NS_MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// Stable anonymous occupant identifiers (XEP-0421).
+pub const NS_OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+/// MUC self-ping: the service answers pings to one's own occupant JID (XEP-0410 §4).
+pub const NS_MUC_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
+/// Direct MUC invitations (XEP-0249), passed between users unchanged.
+pub const NS_CONFERENCE: &str = "jabber:x:conference";

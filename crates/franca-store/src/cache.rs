@@ -21,8 +21,8 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::{
     ArchivePage, ArchivePrefs, ArchiveQuery, ArchivedMessage, FastToken, ImportedAccount,
-    LastActivity, OfflineMessage, PubsubItem, PubsubNode, PushRegistration, Result, Roster,
-    RosterItem, ScramCredentials, Store,
+    LastActivity, MucAffiliation, MucRoom, OfflineMessage, PubsubItem, PubsubNode,
+    PushRegistration, Result, Roster, RosterItem, ScramCredentials, Store,
 };
 
 /// A [`Store`] that keeps up to `capacity` users' rosters in memory and passes everything else
@@ -602,6 +602,22 @@ impl Store for RosterCache {
         self.inner.set_archive_prefs(user, prefs).await
     }
 
+    async fn muc_rooms(&self, service: &str) -> Result<Vec<MucRoom>> {
+        self.inner.muc_rooms(service).await
+    }
+
+    async fn put_muc_room(&self, service: &str, room: &MucRoom, affiliations: bool) -> Result<()> {
+        self.inner.put_muc_room(service, room, affiliations).await
+    }
+
+    async fn set_muc_affiliations(&self, room: &str, changes: &[MucAffiliation]) -> Result<()> {
+        self.inner.set_muc_affiliations(room, changes).await
+    }
+
+    async fn remove_muc_room(&self, room: &str) -> Result<bool> {
+        self.inner.remove_muc_room(room).await
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }
@@ -825,6 +841,27 @@ mod tests {
         }
         async fn set_archive_prefs(&self, user: &str, prefs: &ArchivePrefs) -> Result<()> {
             self.inner.set_archive_prefs(user, prefs).await
+        }
+
+        async fn muc_rooms(&self, service: &str) -> Result<Vec<MucRoom>> {
+            self.inner.muc_rooms(service).await
+        }
+
+        async fn put_muc_room(
+            &self,
+            service: &str,
+            room: &MucRoom,
+            affiliations: bool,
+        ) -> Result<()> {
+            self.inner.put_muc_room(service, room, affiliations).await
+        }
+
+        async fn set_muc_affiliations(&self, room: &str, changes: &[MucAffiliation]) -> Result<()> {
+            self.inner.set_muc_affiliations(room, changes).await
+        }
+
+        async fn remove_muc_room(&self, room: &str) -> Result<bool> {
+            self.inner.remove_muc_room(room).await
         }
 
         async fn close(&self) {

@@ -11,8 +11,8 @@ use futures_util::future::join_all;
 
 use crate::{
     ArchivePrefs, ArchiveQuery, ArchivedMessage, FastToken, ImportedAccount, LastActivity,
-    MAX_FAST_CLIENTS, PubsubItem, PubsubNode, PushRegistration, RosterItem, ScramCredentials,
-    Store, StoreError, Subscription,
+    MAX_FAST_CLIENTS, MucAffiliation, MucRoom, PubsubItem, PubsubNode, PushRegistration,
+    RosterItem, ScramCredentials, Store, StoreError, Subscription,
 };
 
 /// `ok!(store.method(args))`: await and unwrap, naming the call when it fails.
@@ -60,6 +60,7 @@ pub async fn run_all(store: &dyn Store) {
     pubsub(store).await;
     mam_archives(store).await;
     mam_prefs(store).await;
+    muc_rooms(store).await;
     import_accounts(store).await;
     remove_user_deletes_everything(store).await;
     assert_eq!(
@@ -1360,4 +1361,104 @@ async fn mam_prefs(store: &dyn Store) {
     assert_eq!(ok!(store.archive_prefs(u)), Some(p));
     ok!(store.remove_user(u));
     assert_eq!(ok!(store.archive_prefs(u)), None);
+}
+
+fn aff(jid: &str, affiliation: &str, reason: Option<&str>) -> MucAffiliation {
+    MucAffiliation {
+        jid: jid.to_owned(),
+        affiliation: affiliation.to_owned(),
+        reason: reason.map(str::to_owned),
+    }
+}
+
+async fn muc_rooms(store: &dyn Store) {
+    let (svc, other_svc) = ("conference.a.example", "conference.b.example");
+    assert!(ok!(store.muc_rooms(svc)).is_empty());
+    let config = "<x xmlns='jabber:x:data' type='submit'><field var='n'><value>\u{e9}'\"&lt;</value></field></x>";
+    let mut room = MucRoom {
+        jid: format!("tea@{svc}"),
+        config: config.to_owned(),
+        subject: None,
+        created_us: 1_700_000_000_000_000,
+        affiliations: vec![
+            aff("a@a.example", "owner", None),
+            aff("troll@b.example", "outcast", Some("spam \u{2603}")),
+        ],
+    };
+    err!(
+        store.set_muc_affiliations(&room.jid, &[aff("x@a.example", "member", None)]),
+        StoreError::UnknownRoom(_)
+    );
+    ok!(store.put_muc_room(svc, &room, true));
+    let lounge = MucRoom {
+        jid: format!("lounge@{svc}"),
+        config: "<x/>".to_owned(),
+        affiliations: vec![aff("a@a.example", "owner", None)],
+        ..MucRoom::default()
+    };
+    ok!(store.put_muc_room(svc, &lounge, true));
+    let elsewhere = MucRoom {
+        jid: format!("tea@{other_svc}"),
+        config: "<x/>".to_owned(),
+        ..MucRoom::default()
+    };
+    ok!(store.put_muc_room(other_svc, &elsewhere, false));
+    assert_eq!(
+        ok!(store.muc_rooms(svc)),
+        [lounge.clone(), room.clone()],
+        "ordered by room JID, configuration kept byte for byte, affiliations by JID"
+    );
+    assert_eq!(
+        ok!(store.muc_rooms(other_svc)),
+        std::slice::from_ref(&elsewhere)
+    );
+
+    // A new configuration and subject, affiliations untouched; the creation time stays.
+    room.config = "<x xmlns='jabber:x:data' type='submit'/>".to_owned();
+    room.subject = Some("<subject>Tea \u{1f375}</subject>".to_owned());
+    let mut rewritten = room.clone();
+    rewritten.created_us = 5;
+    rewritten.affiliations.clear();
+    ok!(store.put_muc_room(svc, &rewritten, false));
+    assert_eq!(ok!(store.muc_rooms(svc))[1], room);
+
+    // Changes: a new member, a changed affiliation, a removal; the last change of a JID wins.
+    ok!(store.set_muc_affiliations(
+        &room.jid,
+        &[
+            aff("m@a.example", "admin", None),
+            aff("troll@b.example", "none", None),
+            aff("a@a.example", "owner", Some("founder")),
+            aff("m@a.example", "member", None),
+            aff("gone@a.example", "none", None),
+        ]
+    ));
+    assert_eq!(
+        ok!(store.muc_rooms(svc))[1].affiliations,
+        [
+            aff("a@a.example", "owner", Some("founder")),
+            aff("m@a.example", "member", None)
+        ]
+    );
+    // Many at once (more than one statement's worth).
+    let many: Vec<MucAffiliation> = (0..700)
+        .map(|i| aff(&format!("u{i:04}@a.example"), "member", None))
+        .collect();
+    ok!(store.set_muc_affiliations(&room.jid, &many));
+    assert_eq!(ok!(store.muc_rooms(svc))[1].affiliations.len(), 702);
+    // Replacing the whole list.
+    ok!(store.put_muc_room(svc, &room, true));
+    assert_eq!(ok!(store.muc_rooms(svc))[1], room);
+
+    assert!(ok!(store.remove_muc_room(&room.jid)));
+    assert!(!ok!(store.remove_muc_room(&room.jid)));
+    assert_eq!(ok!(store.muc_rooms(svc)), std::slice::from_ref(&lounge));
+    err!(
+        store.set_muc_affiliations(&room.jid, &[aff("x@a.example", "member", None)]),
+        StoreError::UnknownRoom(_)
+    );
+    assert!(ok!(store.remove_muc_room(&lounge.jid)));
+    assert!(ok!(store.remove_muc_room(&elsewhere.jid)));
+    assert!(ok!(store.muc_rooms(svc)).is_empty());
+    assert!(ok!(store.muc_rooms(other_svc)).is_empty());
 }

@@ -67,6 +67,8 @@ pub enum StoreError {
     UnknownUser(String),
     #[error("user {0} already exists")]
     UserExists(String),
+    #[error("unknown room {0}")]
+    UnknownRoom(String),
     #[error("offline storage quota exceeded")]
     QuotaExceeded,
     #[error("unsupported storage url {0}")]
@@ -256,6 +258,20 @@ pub trait Store: Send + Sync + 'static {
     async fn archive_prefs(&self, user: &str) -> Result<Option<ArchivePrefs>>;
     /// Replace the account's preferences. `UnknownUser` when absent.
     async fn set_archive_prefs(&self, user: &str, prefs: &ArchivePrefs) -> Result<()>;
+
+    // ---- XEP-0045 persistent rooms, per service domain (`conference.example.org`)
+    /// Every stored room of `service` with its affiliations, ordered by room JID.
+    async fn muc_rooms(&self, service: &str) -> Result<Vec<MucRoom>>;
+    /// Store `room` of `service`: insert it, or replace its configuration and subject (its
+    /// `created_us` is kept). With `affiliations`, the stored list becomes `room.affiliations`
+    /// in the same transaction; without, it is left as it is.
+    async fn put_muc_room(&self, service: &str, room: &MucRoom, affiliations: bool) -> Result<()>;
+    /// Change some affiliations of a stored room in one transaction: each entry replaces the
+    /// JID's affiliation, and `none` removes it. [`StoreError::UnknownRoom`] when the room is
+    /// not stored.
+    async fn set_muc_affiliations(&self, room: &str, changes: &[MucAffiliation]) -> Result<()>;
+    /// Delete a room and its affiliations; false when it was not stored.
+    async fn remove_muc_room(&self, room: &str) -> Result<bool>;
 
     // ---- bulk import
     /// Create these accounts with their data. An account that already exists is left as it

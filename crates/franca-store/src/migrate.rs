@@ -42,6 +42,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "pep",
         sql: include_str!("../migrations/sqlite/0005_pep.sql"),
     },
+    Migration {
+        version: 6,
+        name: "muc",
+        sql: include_str!("../migrations/sqlite/0006_muc.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -69,6 +74,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "pep",
         sql: include_str!("../migrations/postgres/0005_pep.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "muc",
+        sql: include_str!("../migrations/postgres/0006_muc.sql"),
     },
 ];
 

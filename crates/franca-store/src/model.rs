@@ -233,3 +233,32 @@ pub struct ArchivePrefs {
     /// Bare JIDs never archived.
     pub never: Vec<String>,
 }
+
+/// A persistent XEP-0045 room as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MucRoom {
+    /// The room's bare JID (`room@conference.example.org`).
+    pub jid: String,
+    /// The room's configuration, serialised by the MUC module (opaque here).
+    pub config: String,
+    /// The current subject, serialised by the MUC module; `None` when never set.
+    pub subject: Option<String>,
+    /// Microseconds since the Unix epoch when the room was first stored.
+    pub created_us: i64,
+    /// Owners, admins, members and outcasts, ordered by JID.
+    pub affiliations: Vec<MucAffiliation>,
+}
+
+/// One entry of a room's affiliation lists (XEP-0045 §5.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MucAffiliation {
+    /// Bare JID of the user (or a domain, for a whole server).
+    pub jid: String,
+    /// `owner`, `admin`, `member` or `outcast`; `none` in [`Store::set_muc_affiliations`]
+    /// removes the entry.
+    ///
+    /// [`Store::set_muc_affiliations`]: crate::Store::set_muc_affiliations
+    pub affiliation: String,
+    /// Why (for outcasts: the ban reason shown to the user).
+    pub reason: Option<String>,
+}

@@ -16,12 +16,14 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
 
 mod mam;
+mod muc;
 mod pubsub;
 
 use crate::{
     ArchivePage, ArchivePrefs, ArchiveQuery, ArchivedMessage, FastToken, ImportedAccount,
-    LastActivity, MAX_FAST_CLIENTS, OfflineMessage, PubsubItem, PubsubNode, PushRegistration,
-    Result, RosterItem, ScramCredentials, Store, StoreError, Subscription,
+    LastActivity, MAX_FAST_CLIENTS, MucAffiliation, MucRoom, OfflineMessage, PubsubItem,
+    PubsubNode, PushRegistration, Result, RosterItem, ScramCredentials, Store, StoreError,
+    Subscription,
 };
 
 /// How long a connection waits for another process's write lock before giving up. The
@@ -1176,6 +1178,20 @@ impl Store for SqlStore {
     }
     async fn set_archive_prefs(&self, user: &str, prefs: &ArchivePrefs) -> Result<()> {
         self.set_archive_prefs_impl(user, prefs).await
+    }
+
+    // ---- XEP-0045 rooms (in sql/muc.rs)
+    async fn muc_rooms(&self, service: &str) -> Result<Vec<MucRoom>> {
+        self.muc_rooms_impl(service).await
+    }
+    async fn put_muc_room(&self, service: &str, room: &MucRoom, affiliations: bool) -> Result<()> {
+        self.put_muc_room_impl(service, room, affiliations).await
+    }
+    async fn set_muc_affiliations(&self, room: &str, changes: &[MucAffiliation]) -> Result<()> {
+        self.set_muc_affiliations_impl(room, changes).await
+    }
+    async fn remove_muc_room(&self, room: &str) -> Result<bool> {
+        self.remove_muc_room_impl(room).await
     }
 
     async fn close(&self) {

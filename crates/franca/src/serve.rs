@@ -69,6 +69,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
     let limits = config.limits.clone();
     let listen = config.listen.clone();
     let server = Server::new(config, store.clone(), modules);
+    // Modules load what they keep in memory (persistent rooms) before anyone connects.
+    server.start_modules().await;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let preauth: PreAuthHandler = Arc::new(|server, ip, iq| {

@@ -26,6 +26,8 @@
 //!   publish-options preconditions, access models, XEP-0049 private storage, XEP-0048 → XEP-0402.
 //! - `push`: XEP-0357 notifications to an app server that is a client of this server, for an
 //!   offline account and for a session hibernated by XEP-0198; disabling; error answers.
+//! - `muc`: XEP-0045 group chat: discovery, two users in a room, nickname conflict, kick and
+//!   ban, members-only, history on join, a persistent room across a restart.
 
 mod bosh;
 mod cli;
@@ -38,6 +40,7 @@ mod https;
 mod import;
 mod lifecycle;
 mod mam;
+mod muc;
 mod multiplex;
 mod pep;
 mod push;
