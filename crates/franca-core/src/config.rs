@@ -24,6 +24,8 @@ pub struct Config {
     pub pep: PepConfig,
     pub mam: MamConfig,
     pub muc: MucConfig,
+    pub pubsub: PubsubConfig,
+    pub upload: UploadConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -287,6 +289,22 @@ impl Config {
             }
         }
         self.muc.validate(&self.server.domains)?;
+        self.upload.validate(&self.server.domains)?;
+        // Two services on one domain would be a wiring panic at start; say it here.
+        let taken = [
+            (self.muc.enabled, &self.muc.subdomain),
+            (self.pubsub.enabled, &self.pubsub.subdomain),
+        ];
+        if self.upload.enabled
+            && taken
+                .iter()
+                .any(|(on, sub)| *on && **sub == self.upload.subdomain)
+        {
+            return Err(ConfigError::Invalid(
+                "upload.subdomain is the same as muc.subdomain or pubsub.subdomain".into(),
+            ));
+        }
+        self.pubsub.validate(&self.server.domains, &self.muc)?;
         if self.stream_management.max_unacked == 0 {
             return Err(ConfigError::Invalid(
                 "stream_management.max_unacked must be > 0".into(),
@@ -611,6 +629,195 @@ impl MucConfig {
         if self.history > self.max_history {
             return Err(ConfigError::Invalid(
                 "muc.history must not exceed muc.max_history".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// XEP-0060 PubSub: one service per served domain, at `<subdomain>.<domain>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PubsubConfig {
+    /// Host the service at all.
+    pub enabled: bool,
+    /// The service of `example.org` is `<subdomain>.example.org`.
+    pub subdomain: String,
+    /// Who may create nodes (same choices as `muc.create`).
+    pub create: RoomCreation,
+    /// Nodes one service holds.
+    pub max_nodes: u32,
+    /// Items one node keeps at most, whatever its `max_items` says.
+    pub max_items: u32,
+    /// Subscriptions one node holds.
+    pub max_subscriptions: usize,
+}
+
+impl Default for PubsubConfig {
+    fn default() -> Self {
+        PubsubConfig {
+            enabled: true,
+            subdomain: "pubsub".into(),
+            create: RoomCreation::Local,
+            max_nodes: 10_000,
+            max_items: 100,
+            max_subscriptions: 10_000,
+        }
+    }
+}
+
+impl PubsubConfig {
+    /// The service domain for each served domain.
+    pub fn service_domains(&self, domains: &[String]) -> Vec<String> {
+        domains
+            .iter()
+            .map(|d| format!("{}.{d}", self.subdomain))
+            .collect()
+    }
+
+    fn validate(&self, domains: &[String], muc: &MucConfig) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let label = &self.subdomain;
+        let label_ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !label_ok {
+            return Err(ConfigError::Invalid(format!(
+                "pubsub.subdomain: {label:?} is not a lowercase DNS label"
+            )));
+        }
+        if muc.enabled && muc.subdomain == *label {
+            return Err(ConfigError::Invalid(
+                "pubsub.subdomain is the same as muc.subdomain".into(),
+            ));
+        }
+        for service in self.service_domains(domains) {
+            if domains.contains(&service) {
+                return Err(ConfigError::Invalid(format!(
+                    "pubsub.subdomain: {service} is also in server.domains"
+                )));
+            }
+        }
+        if self.max_nodes == 0 || self.max_items == 0 || self.max_subscriptions == 0 {
+            return Err(ConfigError::Invalid(
+                "pubsub.max_nodes, pubsub.max_items and pubsub.max_subscriptions must be > 0"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[upload]`: XEP-0363 HTTP file upload at `upload.<domain>` (`crates/franca-im/src/upload`
+/// hands out slots, `crates/franca-net/src/upload.rs` serves them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    pub enabled: bool,
+    /// The service is `<subdomain>.<served domain>`.
+    pub subdomain: String,
+    /// Largest file, in bytes.
+    pub max_file_size: u64,
+    /// Bytes one account may keep stored (slots not yet used count too); 0 = no limit.
+    pub quota_per_user: u64,
+    /// Stored files are removed this many days after upload; 0 = kept forever.
+    pub retention_days: u64,
+    /// Minutes a slot may wait for its PUT.
+    pub slot_minutes: u64,
+    /// Content types accepted (exact, or `type/*`); empty = any not denied.
+    pub allowed_content_types: Vec<String>,
+    /// Content types refused (exact, or `type/*`), checked before the allowed list.
+    pub denied_content_types: Vec<String>,
+    /// Base of the slot URLs, e.g. `https://upload.example.org:5443`. Default: `https://` with
+    /// the served domain and the port of the first `listen.https` (else `listen.multiplex`),
+    /// or `http://` and the first `listen.http` port.
+    pub public_url: Option<String>,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            enabled: true,
+            subdomain: "upload".into(),
+            max_file_size: 100 * 1024 * 1024,
+            quota_per_user: 1024 * 1024 * 1024,
+            retention_days: 30,
+            slot_minutes: 5,
+            allowed_content_types: Vec::new(),
+            denied_content_types: vec!["text/html".into(), "application/xhtml+xml".into()],
+            public_url: None,
+        }
+    }
+}
+
+impl UploadConfig {
+    /// The service domain for each served domain.
+    pub fn service_domains(&self, domains: &[String]) -> Vec<String> {
+        domains
+            .iter()
+            .map(|d| format!("{}.{d}", self.subdomain))
+            .collect()
+    }
+
+    /// Whether `content_type` may be uploaded (compared without parameters, case-insensitively).
+    pub fn content_type_allowed(&self, content_type: &str) -> bool {
+        let base = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let matches = |pat: &String| {
+            let pat = pat.to_ascii_lowercase();
+            match pat.strip_suffix("/*") {
+                Some(major) => base.split('/').next() == Some(major),
+                None => pat == base,
+            }
+        };
+        if self.denied_content_types.iter().any(matches) {
+            return false;
+        }
+        self.allowed_content_types.is_empty() || self.allowed_content_types.iter().any(matches)
+    }
+
+    fn validate(&self, domains: &[String]) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        for service in self.service_domains(domains) {
+            if domains.contains(&service) {
+                return Err(ConfigError::Invalid(format!(
+                    "upload.subdomain: {service} is also in server.domains"
+                )));
+            }
+        }
+        let label = &self.subdomain;
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(ConfigError::Invalid(format!(
+                "upload.subdomain: {label:?} is not a lowercase DNS label"
+            )));
+        }
+        if self.max_file_size == 0 || self.slot_minutes == 0 {
+            return Err(ConfigError::Invalid(
+                "upload.max_file_size and upload.slot_minutes must be > 0".into(),
+            ));
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid(
+                "upload.public_url must start with https:// or http://".into(),
             ));
         }
         Ok(())

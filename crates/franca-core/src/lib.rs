@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod upload;
 pub mod util;
 
 pub use config::Config;

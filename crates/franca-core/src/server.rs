@@ -19,6 +19,8 @@ pub struct Server {
     /// XEP-0198 sessions that can be resumed, some of them without a connection.
     pub detached: Detached,
     pub started: Instant,
+    /// XEP-0363 upload slots and stored files, shared by the upload module and the HTTP routes.
+    pub uploads: crate::upload::Uploads,
     /// Hosted service domains (`conference.example.org`) and the modules that answer them,
     /// sorted by domain.
     services: Vec<(HostedService, Arc<dyn Module>)>,
@@ -53,7 +55,9 @@ impl Server {
             }
         }
         services.sort_by(|a, b| a.0.domain.cmp(&b.0.domain));
+        let uploads = crate::upload::Uploads::new(&config.server.data_dir);
         Arc::new(Server {
+            uploads,
             config,
             store,
             sessions: Sessions::new(),

@@ -2,7 +2,9 @@
 //! presence with the full subscription state machine, offline messages, carbons, blocking,
 //! vCard, last activity, ping, time, version, service discovery, in-band registration and
 //! XEP-0357 push notifications, and XEP-0163 PEP (on the XEP-0060 core in [`pubsub`]) with
-//! XEP-0049 private XML storage, and XEP-0045 group chat (a hosted `conference.` service).
+//! XEP-0049 private XML storage, XEP-0045 group chat (a hosted `conference.` service) and a
+//! XEP-0060 PubSub service (hosted at `pubsub.`); XEP-0363 HTTP file upload slots from
+//! `upload.` (the bytes go to `franca-net`'s HTTP routes).
 //! Each is a [`franca_core::Module`]; [`load`] registers the ones the configuration turns on.
 
 pub mod blocking;
@@ -16,12 +18,14 @@ pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod pubsub;
+pub mod pubsub_service;
 pub mod push;
 pub mod register;
 pub mod roster;
 #[cfg(test)]
 mod testing;
 pub mod time;
+pub mod upload;
 pub mod vcard;
 pub mod version;
 
@@ -53,6 +57,12 @@ pub fn load(config: &Config) -> Modules {
     // After presence, whose closing hook tells the rooms a session is in that it left.
     if config.muc.enabled {
         modules.load(Arc::new(muc::Muc::new(config)));
+    }
+    if config.pubsub.enabled {
+        modules.load(Arc::new(pubsub_service::PubsubService::new(config)));
+    }
+    if config.upload.enabled {
+        modules.load(Arc::new(upload::Upload::new(config)));
     }
     // Before offline storage, whose undeliverable hook takes the message.
     if config.push.enabled {

@@ -4,7 +4,7 @@
 //! it carries no user data, so it is meant for a private interface.
 //!
 //! XMPP over WebSocket (RFC 7395) is served here too, at `/xmpp-websocket`, and XMPP over
-//! BOSH (XEP-0206) at `/http-bind`.
+//! BOSH (XEP-0206) at `/http-bind`, and XEP-0363 uploads at `/upload/` ([`crate::upload`]).
 //!
 //! The same [`router`] is served over TLS by the `https` listener and the multiplexed port
 //! ([`crate::https`], [`crate::multiplex`]); handlers learn which through [`HttpPeer`].
@@ -98,11 +98,21 @@ pub fn router(
     metrics: PrometheusHandle,
     c2s: Option<Arc<C2sContext>>,
 ) -> Router {
+    // XEP-0363 uploads (`crate::upload`) are served wherever this router is.
+    let uploads = server
+        .config
+        .upload
+        .enabled
+        .then(|| crate::upload::routes(server.clone()));
     let ops = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .with_state(AppState { server, metrics });
+    let ops = match uploads {
+        Some(u) => ops.merge(u),
+        None => ops,
+    };
     match c2s {
         Some(ctx) => {
             let cors = crate::cors::Cors::new(&ctx.server.config.http.cors_origins);

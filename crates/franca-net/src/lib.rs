@@ -16,6 +16,7 @@ pub mod limits;
 pub mod multiplex;
 mod stream;
 pub mod tls;
+pub mod upload;
 pub mod websocket;
 
 use c2s::C2sContext;

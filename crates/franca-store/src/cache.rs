@@ -618,6 +618,16 @@ impl Store for RosterCache {
         self.inner.remove_muc_room(room).await
     }
 
+    async fn pubsub_subscribers(&self, owner: &str, node: &str) -> Result<Vec<String>> {
+        self.inner.pubsub_subscribers(owner, node).await
+    }
+    async fn subscribe_pubsub(&self, owner: &str, node: &str, jid: &str, max: u32) -> Result<bool> {
+        self.inner.subscribe_pubsub(owner, node, jid, max).await
+    }
+    async fn unsubscribe_pubsub(&self, owner: &str, node: &str, jid: &str) -> Result<bool> {
+        self.inner.unsubscribe_pubsub(owner, node, jid).await
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }
@@ -862,6 +872,22 @@ mod tests {
 
         async fn remove_muc_room(&self, room: &str) -> Result<bool> {
             self.inner.remove_muc_room(room).await
+        }
+
+        async fn pubsub_subscribers(&self, owner: &str, node: &str) -> Result<Vec<String>> {
+            self.inner.pubsub_subscribers(owner, node).await
+        }
+        async fn subscribe_pubsub(
+            &self,
+            owner: &str,
+            node: &str,
+            jid: &str,
+            max: u32,
+        ) -> Result<bool> {
+            self.inner.subscribe_pubsub(owner, node, jid, max).await
+        }
+        async fn unsubscribe_pubsub(&self, owner: &str, node: &str, jid: &str) -> Result<bool> {
+            self.inner.unsubscribe_pubsub(owner, node, jid).await
         }
 
         async fn close(&self) {

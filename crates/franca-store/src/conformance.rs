@@ -61,6 +61,7 @@ pub async fn run_all(store: &dyn Store) {
     mam_archives(store).await;
     mam_prefs(store).await;
     muc_rooms(store).await;
+    pubsub_subscriptions(store).await;
     import_accounts(store).await;
     remove_user_deletes_everything(store).await;
     assert_eq!(
@@ -1461,4 +1462,46 @@ async fn muc_rooms(store: &dyn Store) {
     assert!(ok!(store.remove_muc_room(&elsewhere.jid)));
     assert!(ok!(store.muc_rooms(svc)).is_empty());
     assert!(ok!(store.muc_rooms(other_svc)).is_empty());
+}
+
+/// Explicit subscriptions of a PubSub service's node: only to an existing node, capped, an
+/// existing one kept, gone with the node.
+async fn pubsub_subscriptions(store: &dyn Store) {
+    let (svc, node) = ("pubsub.sub.example", "news");
+    assert!(!ok!(store.subscribe_pubsub(svc, node, "a@sub.example", 2)));
+    assert!(ok!(store.put_pubsub_node(svc, &ps_node(node, "c"), 5)));
+    assert!(ok!(store.put_pubsub_node(svc, &ps_node("other", "c"), 5)));
+    assert!(ok!(store.subscribe_pubsub(svc, node, "b@sub.example/r", 2)));
+    assert!(ok!(store.subscribe_pubsub(svc, node, "a@sub.example", 2)));
+    assert!(ok!(store.subscribe_pubsub(svc, node, "a@sub.example", 2)));
+    assert!(!ok!(store.subscribe_pubsub(svc, node, "c@sub.example", 2)));
+    assert!(ok!(store.subscribe_pubsub(
+        svc,
+        "other",
+        "c@sub.example",
+        2
+    )));
+    assert_eq!(
+        ok!(store.pubsub_subscribers(svc, node)),
+        ["a@sub.example", "b@sub.example/r"]
+    );
+    assert!(ok!(store.unsubscribe_pubsub(svc, node, "a@sub.example")));
+    assert!(!ok!(store.unsubscribe_pubsub(svc, node, "a@sub.example")));
+    assert_eq!(
+        ok!(store.pubsub_subscribers(svc, node)),
+        ["b@sub.example/r"]
+    );
+    assert!(ok!(store.delete_pubsub_node(svc, node)));
+    assert!(ok!(store.pubsub_subscribers(svc, node)).is_empty());
+    assert!(ok!(store.put_pubsub_node(svc, &ps_node(node, "c"), 5)));
+    assert!(
+        ok!(store.pubsub_subscribers(svc, node)).is_empty(),
+        "a new node starts empty"
+    );
+    assert_eq!(
+        ok!(store.pubsub_subscribers(svc, "other")),
+        ["c@sub.example"]
+    );
+    assert!(ok!(store.delete_pubsub_node(svc, node)));
+    assert!(ok!(store.delete_pubsub_node(svc, "other")));
 }

@@ -273,6 +273,16 @@ pub trait Store: Send + Sync + 'static {
     /// Delete a room and its affiliations; false when it was not stored.
     async fn remove_muc_room(&self, room: &str) -> Result<bool>;
 
+    // ---- pubsub subscriptions: XEP-0060 explicit subscriptions to a node of a PubSub
+    // service (PEP stores none). Deleting the node deletes its subscriptions.
+    /// The JIDs subscribed to the node, ordered.
+    async fn pubsub_subscribers(&self, owner: &str, node: &str) -> Result<Vec<String>>;
+    /// Subscribe `jid` (true when it is, or already was, subscribed). False, storing nothing,
+    /// when the node does not exist or already has `max` subscribers.
+    async fn subscribe_pubsub(&self, owner: &str, node: &str, jid: &str, max: u32) -> Result<bool>;
+    /// Remove the subscription; false when there was none.
+    async fn unsubscribe_pubsub(&self, owner: &str, node: &str, jid: &str) -> Result<bool>;
+
     // ---- bulk import
     /// Create these accounts with their data. An account that already exists is left as it
     /// is and not counted; the others are created whole or not at all. Returns how many were

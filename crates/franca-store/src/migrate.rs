@@ -47,6 +47,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "muc",
         sql: include_str!("../migrations/sqlite/0006_muc.sql"),
     },
+    Migration {
+        version: 7,
+        name: "pubsub_subscriptions",
+        sql: include_str!("../migrations/sqlite/0007_pubsub_subscriptions.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -79,6 +84,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "muc",
         sql: include_str!("../migrations/postgres/0006_muc.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "pubsub_subscriptions",
+        sql: include_str!("../migrations/postgres/0007_pubsub_subscriptions.sql"),
     },
 ];
 

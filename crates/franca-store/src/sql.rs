@@ -18,6 +18,7 @@ use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
 mod mam;
 mod muc;
 mod pubsub;
+mod pubsub_subscriptions;
 
 use crate::{
     ArchivePage, ArchivePrefs, ArchiveQuery, ArchivedMessage, FastToken, ImportedAccount,
@@ -1192,6 +1193,17 @@ impl Store for SqlStore {
     }
     async fn remove_muc_room(&self, room: &str) -> Result<bool> {
         self.remove_muc_room_impl(room).await
+    }
+
+    // ---- pubsub subscriptions (in sql/pubsub_subscriptions.rs)
+    async fn pubsub_subscribers(&self, owner: &str, node: &str) -> Result<Vec<String>> {
+        self.pubsub_subscribers_impl(owner, node).await
+    }
+    async fn subscribe_pubsub(&self, owner: &str, node: &str, jid: &str, max: u32) -> Result<bool> {
+        self.subscribe_pubsub_impl(owner, node, jid, max).await
+    }
+    async fn unsubscribe_pubsub(&self, owner: &str, node: &str, jid: &str) -> Result<bool> {
+        self.unsubscribe_pubsub_impl(owner, node, jid).await
     }
 
     async fn close(&self) {

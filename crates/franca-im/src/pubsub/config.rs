@@ -85,6 +85,9 @@ pub struct NodeConfig {
     /// Bare JIDs besides the owner that a `whitelist` node admits (XEP-0060 affiliations of
     /// `member`, kept with the configuration).
     pub whitelist: Vec<String>,
+    /// Bare JIDs owning a node of a PubSub service (XEP-0060 `owner` affiliations). Empty
+    /// for PEP, whose owner is the account itself.
+    pub owners: Vec<String>,
 }
 
 impl Default for NodeConfig {
@@ -98,12 +101,21 @@ impl Default for NodeConfig {
             notify_delete: true,
             roster_groups: Vec::new(),
             whitelist: Vec::new(),
+            owners: Vec::new(),
         }
     }
 }
 
 /// Private field for the whitelist (not a XEP-0060 field; affiliations are not a form).
 const WHITELIST: &str = "franca#whitelist";
+/// Private field for the owners of a PubSub service's node.
+const OWNERS: &str = "franca#owners";
+
+/// Whether a form field is one of this server's private ones, which only the server writes
+/// (a client's form must not set them).
+pub fn is_private_field(var: &str) -> bool {
+    var.starts_with("franca#")
+}
 
 fn bad_value() -> StanzaError {
     StanzaError::new(Cond::NotAcceptable)
@@ -133,6 +145,7 @@ impl NodeConfig {
                 }
                 "pubsub#roster_groups_allowed" => self.roster_groups = values.clone(),
                 WHITELIST => self.whitelist = values.clone(),
+                OWNERS => self.owners = values.clone(),
                 _ => {}
             }
         }
@@ -159,6 +172,10 @@ impl NodeConfig {
         if kind != "form" {
             let members: Vec<&str> = self.whitelist.iter().map(String::as_str).collect();
             x.push(field(WHITELIST, &members));
+            if !self.owners.is_empty() {
+                let owners: Vec<&str> = self.owners.iter().map(String::as_str).collect();
+                x.push(field(OWNERS, &owners));
+            }
         }
         x
     }

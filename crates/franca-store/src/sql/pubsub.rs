@@ -9,7 +9,11 @@ use super::{Backend, SqlStore, db, get};
 use crate::{PubsubItem, PubsubNode, Result};
 
 impl SqlStore {
-    async fn lock_owner(&self, tx: &mut Transaction<'static, Any>, owner: &str) -> Result<()> {
+    pub(super) async fn lock_owner(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        owner: &str,
+    ) -> Result<()> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
                 .bind(owner)

@@ -28,10 +28,15 @@
 //!   offline account and for a session hibernated by XEP-0198; disabling; error answers.
 //! - `muc`: XEP-0045 group chat: discovery, two users in a room, nickname conflict, kick and
 //!   ban, members-only, history on join, a persistent room across a restart.
+//! - `compliance`: the XEP-0479 Advanced Server self-check (Core and IM): each entry advertised
+//!   and exercised, gaps reported as missing (the table is also in `docs/COMPLIANCE.md`).
+//! - `pubsub`: the XEP-0060 service at `pubsub.localhost`: create, publish, subscribe and notify.
+//! - `upload`: XEP-0363 HTTP file upload: slot, PUT and GET, size, type, secret and quota refusals.
 
 mod bosh;
 mod cli;
 mod client;
+mod compliance;
 mod config;
 mod csi;
 mod harness;
@@ -43,7 +48,9 @@ mod mam;
 mod muc;
 mod multiplex;
 mod pep;
+mod pubsub;
 mod push;
 mod sasl2;
 mod sm;
+mod upload;
 mod websocket;
