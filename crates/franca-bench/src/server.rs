@@ -1,5 +1,6 @@
 //! The servers under test: fair configurations (notes D-perf §5: no shapers or limits, offline
-//! storage off, registration open for provisioning, one scheduler thread), a data directory
+//! storage off, Franca's message archive off as the others have none, registration open for
+//! provisioning, one scheduler thread), a data directory
 //! each, start pinned to a core, readiness, and stop by the PID we started (its process group).
 
 use crate::proto::{Security, Target};
@@ -138,7 +139,7 @@ impl ServerDir {
                      http = []\nhttps = []\n\n[limits]\nread_rate_bytes = 1000000000\n\
                      read_burst_bytes = 1000000000\nmax_connections_per_ip = 1000000\n\
                      max_failed_logins = 1000000\nnegotiation_timeout_seconds = 300\n\
-                     idle_timeout_seconds = 86400\n\n[modules]\noffline = false\n\n\
+                     idle_timeout_seconds = 86400\n\n[modules]\noffline = false\n\n[mam]\nenabled = false\n\n\
                      [registration]\nenabled = true\nmax_per_ip = 1000000\n"
                 ),
             )?,
