@@ -59,6 +59,24 @@ impl SqlStore {
         }))
     }
 
+    /// Whether `owner` has `node`, read inside `tx` (after [`Self::lock_owner`], so the answer
+    /// holds until the transaction ends).
+    pub(super) async fn node_exists(
+        tx: &mut Transaction<'static, Any>,
+        owner: &str,
+        node: &str,
+    ) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 FROM pubsub_nodes WHERE owner = $1 AND node = $2")
+                .bind(owner)
+                .bind(node)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db)?
+                .is_some(),
+        )
+    }
+
     pub(super) async fn put_pubsub_node_impl(
         &self,
         owner: &str,
@@ -67,13 +85,7 @@ impl SqlStore {
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
         self.lock_owner(&mut tx, owner).await?;
-        let exists = sqlx::query("SELECT 1 FROM pubsub_nodes WHERE owner = $1 AND node = $2")
-            .bind(owner)
-            .bind(node.node.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .is_some();
+        let exists = Self::node_exists(&mut tx, owner, node.node.as_str()).await?;
         if !exists {
             let count: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM pubsub_nodes WHERE owner = $1")
@@ -120,13 +132,7 @@ impl SqlStore {
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
         self.lock_owner(&mut tx, owner).await?;
-        let exists = sqlx::query("SELECT 1 FROM pubsub_nodes WHERE owner = $1 AND node = $2")
-            .bind(owner)
-            .bind(node)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .is_some();
+        let exists = Self::node_exists(&mut tx, owner, node).await?;
         if !exists {
             tx.rollback().await.map_err(db)?;
             return Ok(false);

@@ -31,13 +31,7 @@ impl SqlStore {
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
         self.lock_owner(&mut tx, owner).await?;
-        let exists = sqlx::query("SELECT 1 FROM pubsub_nodes WHERE owner = $1 AND node = $2")
-            .bind(owner)
-            .bind(node)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .is_some();
+        let exists = Self::node_exists(&mut tx, owner, node).await?;
         if !exists {
             tx.rollback().await.map_err(db)?;
             return Ok(false);
