@@ -65,7 +65,21 @@ def toml_str(s: str) -> str:
 class FrancaServer:
     """One franca process. Use start()/stop(); the log is kept in workdir/server.log."""
 
-    def __init__(self, workdir: pathlib.Path, *, limits: dict | None = None, extra: str = ""):
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        *,
+        limits: dict | None = None,
+        extra: str = "",
+        domain: str = DOMAIN,
+        s2s: bool = False,
+        component: bool = False,
+    ):
+        """`extra` is appended to the configuration as it is. `s2s` and `component` open those
+        listeners on free ports (`s2s_port`, `component_port`); `domain` is the served domain."""
+        self.domain = domain
+        self.s2s_port = free_ports(1)[0] if s2s else None
+        self.component_port = free_ports(1)[0] if component else None
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
@@ -91,7 +105,7 @@ class FrancaServer:
     def write_config(self) -> None:
         lines = [
             "[server]",
-            f"domains = [{toml_str(DOMAIN)}]",
+            f"domains = [{toml_str(self.domain)}]",
             f"data_dir = {toml_str(str(self.data_dir))}",
             "allow_plaintext = false",
             "",
@@ -103,6 +117,8 @@ class FrancaServer:
             f'c2s_tls = ["127.0.0.1:{self.c2s_tls_port}"]',
             f'http = ["127.0.0.1:{self.http_port}"]',
             "https = []",
+            f's2s = ["127.0.0.1:{self.s2s_port}"]' if self.s2s_port else "s2s = []",
+            f'component = ["127.0.0.1:{self.component_port}"]' if self.component_port else "component = []",
             "",
         ]
         if self.limits:

@@ -136,7 +136,7 @@ impl ServerDir {
                      allow_plaintext = true\n\n[storage]\nurl = \"sqlite://{d}/data/franca.db\"\n\n\
                      [tls]\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n\n\
                      [listen]\nc2s = [\"127.0.0.1:{c2s}\"]\nc2s_tls = [\"127.0.0.1:{tls}\"]\n\
-                     http = []\nhttps = []\n\n[limits]\nread_rate_bytes = 1000000000\n\
+                     http = []\nhttps = []\ns2s = []\ncomponent = []\n\n[limits]\nread_rate_bytes = 1000000000\n\
                      read_burst_bytes = 1000000000\nmax_connections_per_ip = 1000000\n\
                      max_failed_logins = 1000000\nnegotiation_timeout_seconds = 300\n\
                      idle_timeout_seconds = 86400\n\n[modules]\noffline = false\n\n[mam]\nenabled = false\n\n\

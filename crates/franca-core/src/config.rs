@@ -26,6 +26,9 @@ pub struct Config {
     pub muc: MucConfig,
     pub pubsub: PubsubConfig,
     pub upload: UploadConfig,
+    pub s2s: S2sConfig,
+    /// XEP-0114 components, `[[component]]` entries.
+    pub component: Vec<ComponentConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +85,11 @@ pub struct ListenConfig {
     pub https: Vec<String>,
     /// One TLS port for everything: ALPN (or the first bytes) picks XMPP or HTTPS.
     pub multiplex: Vec<String>,
+    /// Server-to-server (RFC 6120), STARTTLS or direct TLS (XEP-0368) told apart by the first
+    /// byte.
+    pub s2s: Vec<String>,
+    /// XEP-0114 components. Opened only when `[[component]]` entries are configured.
+    pub component: Vec<String>,
 }
 
 impl Default for ListenConfig {
@@ -92,6 +100,9 @@ impl Default for ListenConfig {
             http: vec!["[::]:5280".into()],
             https: vec!["[::]:5443".into()],
             multiplex: Vec::new(),
+            s2s: vec!["[::]:5269".into()],
+            // Components run next to the server: loopback only unless configured otherwise.
+            component: vec!["127.0.0.1:5347".into()],
         }
     }
 }
@@ -821,5 +832,92 @@ impl UploadConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Who may federate (`[s2s] policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum S2sPolicy {
+    /// Every remote domain not on the deny list.
+    #[default]
+    Open,
+    /// Only the domains on the allow list (per-partner agreements).
+    Allowlist,
+    /// No federation at all.
+    Closed,
+}
+
+/// Federation (RFC 6120 server-to-server), `[s2s]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S2sConfig {
+    pub policy: S2sPolicy,
+    /// Remote domains allowed when `policy = "allowlist"`.
+    pub allow: Vec<String>,
+    /// Remote domains refused whatever the policy.
+    pub deny: Vec<String>,
+    /// `true`: a peer must present a certificate valid for its domain; dialback alone is not
+    /// enough.
+    pub require_valid_certs: bool,
+    /// PEM file of extra trust anchors for peers' certificates (a private or test CA), used
+    /// with the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Whether the system's roots (`/etc/ssl/certs`) are trusted too.
+    pub system_roots: bool,
+    /// Static routes, domain → "host:port": private interconnects and tests. They replace the
+    /// DNS lookup for that domain.
+    pub routes: std::collections::BTreeMap<String, String>,
+    /// Giving up on connecting (DNS, TCP, TLS, authentication) to a remote domain.
+    pub connect_timeout_seconds: u64,
+    /// An s2s connection with no traffic for this long is closed.
+    pub idle_timeout_seconds: u64,
+    /// Stanzas held per remote domain while its connection is set up; more bounce.
+    pub max_queued_stanzas: usize,
+    /// Inbound s2s connections at once.
+    pub max_inbound_connections: usize,
+    /// The XEP-0185 dialback secret. Omitted: a random one per start (fine for one node).
+    pub dialback_secret: Option<String>,
+}
+
+impl Default for S2sConfig {
+    fn default() -> Self {
+        S2sConfig {
+            policy: S2sPolicy::Open,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            require_valid_certs: false,
+            ca_file: None,
+            system_roots: true,
+            routes: Default::default(),
+            connect_timeout_seconds: 30,
+            idle_timeout_seconds: 600,
+            max_queued_stanzas: 1000,
+            max_inbound_connections: 1000,
+            dialback_secret: None,
+        }
+    }
+}
+
+/// One XEP-0114 component, a `[[component]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// The domain the component serves (`irc.localhost`).
+    pub domain: String,
+    /// The shared secret of the handshake.
+    pub secret: String,
+    /// Shown in disco when the component does not answer itself, e.g. "IRC gateway".
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl std::fmt::Debug for ComponentConfig {
+    // The secret stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentConfig")
+            .field("domain", &self.domain)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod credentials;
 pub mod detached;
+pub mod external;
 pub mod module;
 pub mod outbox;
 pub mod router;

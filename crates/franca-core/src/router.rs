@@ -103,7 +103,18 @@ impl Server {
                 if let Some(service) = self.service(to.domain().as_str()) {
                     return service.service_stanza(self, to, stanza).await;
                 }
-                // Federation is not wired yet: RFC 6120 §10.4.
+                // A connected component (XEP-0114) owns its whole domain.
+                if let Some(component) = self.components.get(to.domain().as_str()) {
+                    if !component.send(&stanza) {
+                        self.reply_error(&stanza, StanzaError::new(Cond::ServiceUnavailable))
+                            .await;
+                    }
+                    return;
+                }
+                if let Some(federation) = self.federation.get() {
+                    return federation.send(self, to.domain().as_str(), stanza).await;
+                }
+                // No federation: RFC 6120 §10.4.
                 return self
                     .reply_error(&stanza, StanzaError::new(Cond::RemoteServerNotFound))
                     .await;

@@ -24,6 +24,10 @@ pub struct Server {
     /// Hosted service domains (`conference.example.org`) and the modules that answer them,
     /// sorted by domain.
     services: Vec<(HostedService, Arc<dyn Module>)>,
+    /// XEP-0114 components connected now, by domain.
+    pub components: crate::external::Components,
+    /// RFC 6120 federation, when the binary enabled s2s.
+    pub federation: crate::external::FederationSlot,
     /// Accounts removed while this server ran, with when: a stream that authenticated just
     /// before the removal must not bind after it. Kept only as long as negotiation may take.
     removed: Mutex<HashMap<BareJid, Instant>>,
@@ -65,6 +69,8 @@ impl Server {
             modules,
             started: Instant::now(),
             services,
+            components: Default::default(),
+            federation: Default::default(),
             removed: Mutex::default(),
         })
     }
@@ -105,6 +111,16 @@ impl Server {
             .iter()
             .find(|(s, _)| s.domain == domain)
             .map(|(_, m)| m)
+    }
+
+    /// Whether stanzas to `domain` can go anywhere: served, hosted, a connected component, or
+    /// a remote domain federation may reach. Modules ask this before work that could only
+    /// bounce (presence probes and broadcasts).
+    pub fn reachable(&self, domain: &str) -> bool {
+        self.serves(domain)
+            || self.service(domain).is_some()
+            || self.components.get(domain).is_some()
+            || self.federation.get().is_some_and(|f| f.reachable(domain))
     }
 
     /// Every hosted service domain, sorted.

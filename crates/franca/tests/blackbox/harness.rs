@@ -171,7 +171,7 @@ impl Server {
         let _ = writeln!(
             cfg,
             "[listen]\nc2s = [\"127.0.0.1:{c2s}\"]\nc2s_tls = [\"127.0.0.1:{c2s_tls}\"]\nhttp = [\"127.0.0.1:{http}\"]\n\
-             https = [\"127.0.0.1:{https}\"]\nmultiplex = [\"127.0.0.1:{multiplex}\"]\n"
+             https = [\"127.0.0.1:{https}\"]\nmultiplex = [\"127.0.0.1:{multiplex}\"]\ns2s = []\ncomponent = []\n"
         );
         if !opts.limits.is_empty() {
             cfg.push_str("[limits]\n");
