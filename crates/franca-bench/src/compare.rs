@@ -4,7 +4,7 @@
 
 use crate::profile::Sizes;
 use crate::proto::Security;
-use crate::scenario::{self, Env, m1, m2, m3, m4, m7};
+use crate::scenario::{self, Env, archive, m1, m2, m3, m4, m5, m6, m7};
 use crate::server::{Kind, ServerDir};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,6 +21,10 @@ pub enum Scenario {
     M2,
     M3,
     M4,
+    /// Group chat fan-out (one room, 500 occupants in `quick`).
+    M5,
+    /// Archive query latency (1M archived 1:1 messages in `quick`).
+    M6,
     M7,
     /// M7 on the populated store (100k accounts, 1M stored messages in `quick`).
     M7pop,
@@ -34,6 +38,13 @@ pub struct Outcome {
     pub m2: Option<m2::M2>,
     pub m3: Option<m3::M3>,
     pub m4: Option<m4::M4>,
+    #[serde(default)]
+    pub m5: Option<m5::M5>,
+    #[serde(default)]
+    pub m6: Option<m6::M6>,
+    /// M6 of Franca on PostgreSQL (when `--franca-pg-url` was given).
+    #[serde(default)]
+    pub m6_pg: Option<m6::M6>,
     pub m7: Option<m7::M7>,
     #[serde(default)]
     pub m7_populated: Option<m7::M7>,
@@ -53,6 +64,29 @@ pub struct Options {
     pub mechs: Vec<String>,
     /// Put in front of the franca command (e.g. `valgrind --tool=dhat`).
     pub franca_wrap: Vec<String>,
+    /// An empty PostgreSQL database for Franca's M6 on PostgreSQL.
+    pub franca_pg_url: Option<String>,
+    /// Seconds after midnight UTC to wait for between preparation and the rounds.
+    pub wait_until: Option<u32>,
+}
+
+/// `HH:MM` as seconds after midnight.
+pub fn parse_hhmm(s: &str) -> Result<u32, String> {
+    let (h, m) = s.split_once(':').ok_or("expected HH:MM")?;
+    let h: u32 = h.parse().map_err(|_| "bad hour")?;
+    let m: u32 = m.parse().map_err(|_| "bad minute")?;
+    if h > 23 || m > 59 {
+        return Err("expected HH:MM between 00:00 and 23:59".into());
+    }
+    Ok(h * 3600 + m * 60)
+}
+
+/// How long until `at` (seconds after midnight UTC) from `now` (seconds since the epoch):
+/// zero when `at` passed less than 12 hours ago (the run is late, not a day early).
+pub fn until(at: u32, now: u64) -> u64 {
+    let today = now % 86_400;
+    let ahead = (u64::from(at) + 86_400 - today) % 86_400;
+    if ahead > 12 * 3600 { 0 } else { ahead }
 }
 
 /// All rounds of all servers.
@@ -73,6 +107,15 @@ async fn one(env: &Env, sc: Scenario, sizes: &Sizes, scratch: &std::path::Path, 
             Scenario::M2 => out.m2 = Some(m2::run(env, Security::Plain, &sizes.m2).await?),
             Scenario::M3 => out.m3 = Some(m3::run(env, Security::Plain, &sizes.m3).await?),
             Scenario::M4 => out.m4 = Some(m4::run(env, Security::Plain, &sizes.m4).await?),
+            Scenario::M5 => out.m5 = Some(m5::run(env, &sizes.m5).await?),
+            Scenario::M6 => {
+                let (dir, stored) = env.archive.as_ref().ok_or("no archive was filled for M6")?;
+                out.m6 = Some(m6::run(env, dir, *stored, &sizes.m6).await?);
+                if let Some((dir, stored)) = &env.archive_pg {
+                    eprintln!("\n== {name} M6 on PostgreSQL");
+                    out.m6_pg = Some(m6::run(env, dir, *stored, &sizes.m6).await?);
+                }
+            }
             Scenario::M7 => out.m7 = Some(m7::run(env, scratch, sizes.m7_runs).await?),
             Scenario::M7pop => {
                 out.m7_populated = Some(m7::run_populated(env, sizes.m7_runs).await?)
@@ -85,6 +128,32 @@ async fn one(env: &Env, sc: Scenario, sizes: &Sizes, scratch: &std::path::Path, 
         eprintln!("  {name} {sc:?} FAILED: {e}");
         out.errors.push(format!("{sc:?}: {e}"));
     }
+}
+
+/// Prepares a server with its archive on (under `sub` of the work directory), registers the
+/// accounts of M6 and fills their archives; with `pg_url`, Franca stores in that database.
+async fn archive_server(
+    env: &Env,
+    o: &Options,
+    sub: &str,
+    pg_url: Option<&str>,
+) -> Result<(ServerDir, archive::Stored), String> {
+    let kind = env.server.kind;
+    let dir = ServerDir::prepare(kind, &o.work_dir.join(sub), &o.franca_bin, o.server_core)?;
+    dir.enable_mam()?;
+    if let Some(url) = pg_url {
+        archive::check_empty_pg(url).await?;
+        dir.use_storage(url)?;
+    }
+    let on = Env {
+        server: dir.clone(),
+        ..env.clone()
+    };
+    let size = o.sizes.m6.store;
+    size.check()?;
+    scenario::provision(&on, archive::PREFIX, size.users, 0).await?;
+    let stored = archive::populate(&dir, size, pg_url).await?;
+    Ok((dir, stored))
 }
 
 /// Runs everything; never stops at one failed scenario (it is recorded in `errors`).
@@ -106,13 +175,33 @@ pub async fn run(o: &Options) -> Result<Results, String> {
         } else {
             None
         };
-        let env = Env {
+        let mut env = Env {
             server,
             mechs: o.mechs.clone(),
             workers: o.workers,
             seed: 42,
             populated,
+            muc: None,
+            archive: None,
+            archive_pg: None,
         };
+        if o.scenarios.contains(&Scenario::M5) {
+            let dir =
+                ServerDir::prepare(kind, &o.work_dir.join("m5"), &o.franca_bin, o.server_core)?;
+            dir.enable_muc()?;
+            let on = Env {
+                server: dir.clone(),
+                ..env.clone()
+            };
+            scenario::provision(&on, m5::PREFIX, sizes.m5.occupants, 0).await?;
+            env.muc = Some(dir);
+        }
+        if o.scenarios.contains(&Scenario::M6) {
+            env.archive = Some(archive_server(&env, o, "m6", None).await?);
+            if let (Kind::Franca, Some(url)) = (kind, &o.franca_pg_url) {
+                env.archive_pg = Some(archive_server(&env, o, "m6-pg", Some(url)).await?);
+            }
+        }
         let needs_plain = o.scenarios.iter().any(|s| {
             matches!(
                 s,
@@ -132,9 +221,20 @@ pub async fn run(o: &Options) -> Result<Results, String> {
             .await?;
         }
         // Profiling wrappers apply to the measured runs, not to provisioning.
-        let mut env = env;
         env.server.wrap.clone_from(&o.franca_wrap);
         envs.push(env);
+    }
+    if let Some(at) = o.wait_until {
+        let now = crate::stats::now_ns() / 1_000_000_000;
+        let secs = until(at, now);
+        if secs > 0 {
+            eprintln!(
+                "\nprepared; waiting {secs} s until {:02}:{:02} UTC for the measured rounds",
+                at / 3600,
+                at % 3600 / 60
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+        }
     }
     let mut results = Results::default();
     for round in 1..=o.rounds {
@@ -263,6 +363,82 @@ pub fn metrics(sizes: &Sizes) -> Vec<Metric> {
         better: "lower",
         get: Box::new(|o| o.m4.as_ref().map(|r| r.server_cpu_s)),
     });
+    let m5 = &sizes.m5;
+    m.push(Metric {
+        label: format!(
+            "M5 join storm, {} occupants at {}/s (s)",
+            m5.occupants, m5.join_rate
+        ),
+        better: "lower",
+        get: Box::new(|o| o.m5.as_ref().map(|r| r.join_storm_s)),
+    });
+    m.push(Metric {
+        label: "M5 server CPU for the join storm (s)".into(),
+        better: "lower",
+        get: Box::new(|o| o.m5.as_ref().map(|r| r.join_server_cpu_s)),
+    });
+    m.push(Metric {
+        label: "M5 join p99 during the storm (ms)".into(),
+        better: "lower",
+        get: Box::new(|o| o.m5.as_ref().map(|r| r.join.ms(0.99))),
+    });
+    m.push(Metric {
+        label: format!(
+            "M5 server CPU per 1000 deliveries at {} msg/s in (ms)",
+            m5.fixed_rate
+        ),
+        better: "lower",
+        get: Box::new(|o| o.m5.as_ref().map(|r| r.fixed.server_cpu_ms_per_1000)),
+    });
+    m.push(Metric {
+        label: format!("M5 p99 per copy at {} msg/s in (ms)", m5.fixed_rate),
+        better: "lower",
+        get: Box::new(|o| o.m5.as_ref().map(|r| r.fixed.p99_ms)),
+    });
+    m.push(Metric {
+        label: "M5 max in-rate, p99 per copy ≤ 50 ms, ≥ 99.9 % delivered (msg/s)".into(),
+        better: "higher",
+        get: Box::new(|o| o.m5.as_ref().map(|r| r.best)),
+    });
+    m.push(Metric {
+        label: "M5 deliveries/s at that rate (occupants × in)".into(),
+        better: "higher",
+        get: Box::new(|o| o.m5.as_ref().map(|r| r.best * f64::from(r.occupants))),
+    });
+    for (pg, db) in [(false, ""), (true, ", Franca on PostgreSQL")] {
+        let pick = move |o: &Outcome| if pg { o.m6_pg.clone() } else { o.m6.clone() };
+        m.push(Metric {
+            label: format!(
+                "M6 archive bytes per archived message ({} archived among {} accounts, \
+                 queries at {} pages/s){db}",
+                sizes.m6.store.rows(),
+                sizes.m6.store.users,
+                sizes.m6.rate
+            ),
+            better: "lower",
+            get: Box::new(move |o| pick(o).map(|r| r.store.bytes_per_row)),
+        });
+        type Part = fn(&m6::M6) -> &m6::Query;
+        let parts: [(&str, Part); 3] = [
+            ("last page of own archive", |r| &r.last),
+            ("last page with one JID", |r| &r.with),
+            ("walk of pages back", |r| &r.paging),
+        ];
+        for (what, part) in parts {
+            for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+                m.push(Metric {
+                    label: format!("M6 {what}, {name}{db} (ms)"),
+                    better: "lower",
+                    get: Box::new(move |o| pick(o).map(|r| part(&r).hist.ms(q))),
+                });
+            }
+        }
+        m.push(Metric {
+            label: format!("M6 server CPU per last-page query{db} (ms)"),
+            better: "lower",
+            get: Box::new(move |o| pick(o).map(|r| r.last.server_cpu_ms_per_query)),
+        });
+    }
     m.push(Metric {
         label: "M7 exec → port open (ms)".into(),
         better: "lower",
@@ -390,4 +566,22 @@ pub fn errors(results: &Results) -> Vec<String> {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_hhmm, until};
+
+    #[test]
+    fn waits_until_the_time_of_day() {
+        assert_eq!(parse_hhmm("01:20"), Ok(4800));
+        assert!(parse_hhmm("24:00").is_err());
+        assert!(parse_hhmm("0120").is_err());
+        let day = 20_000 * 86_400;
+        // 00:10 → 01:20 is 70 minutes; 01:30 → 01:20 has passed: no wait.
+        assert_eq!(until(4800, day + 600), 4200);
+        assert_eq!(until(4800, day + 5400), 0);
+        // 23:50 → 00:10 the next day.
+        assert_eq!(until(600, day + 85_800), 1200);
+    }
 }

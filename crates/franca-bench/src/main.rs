@@ -14,7 +14,7 @@
 //! Layout: `xml` (stream splitter), `sasl`, `tls`, `net` (sockets), `client` + `login` (one
 //! connection and the login transaction), `worker/` (a worker process: sessions, chat,
 //! logins), `pool` (the coordinator's side of the workers), `server` (launch the servers under
-//! test), `scenario/` (M1–M4, M7), `compare` (rounds, medians, ratios), `report` + `svg`.
+//! test), `scenario/` (M1–M7), `compare` (rounds, medians, ratios), `report` + `svg`.
 
 mod client;
 mod compare;
@@ -60,7 +60,7 @@ enum Cmd {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "m1,m1tls,m2,m3,m4,m7,m7pop"
+            default_value = "m1,m1tls,m2,m3,m4,m5,m6,m7,m7pop"
         )]
         scenarios: Vec<compare::Scenario>,
         #[arg(long, default_value_t = 3)]
@@ -108,6 +108,36 @@ enum Cmd {
         /// passing and the first failing rung (smoke 0, quick and full 2).
         #[arg(long)]
         bisect_steps: Option<u32>,
+        /// Override the profile's M5 room size.
+        #[arg(long)]
+        m5_occupants: Option<u32>,
+        /// Override the profile's M5 rate ladder (messages/s into the room, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        m5_rates: Option<Vec<f64>>,
+        /// Override the profile's M5 step window (s).
+        #[arg(long)]
+        m5_secs: Option<f64>,
+        /// Override the profile's M6 archive: 1:1 messages in all (each archived twice).
+        #[arg(long)]
+        m6_messages: Option<u64>,
+        /// Override the profile's M6 account count.
+        #[arg(long)]
+        m6_users: Option<u32>,
+        /// Override the profile's M6 query rate (pages/s in all).
+        #[arg(long)]
+        m6_rate: Option<f64>,
+        /// Override the profile's M6 step window per query kind (s).
+        #[arg(long)]
+        m6_secs: Option<f64>,
+        /// An empty PostgreSQL database (URL): M6 also runs Franca with its store there
+        /// (`eval "$(scripts/pg-start)"` gives one in $FRANCA_TEST_PG_URL).
+        #[arg(long)]
+        franca_pg_url: Option<String>,
+        /// After preparing every server (accounts, M6's archives, M7's store), wait until this
+        /// time of day (UTC, HH:MM) before the measured rounds: the untimed filling can run
+        /// while the machine is still busy with other work.
+        #[arg(long, value_parser = compare::parse_hhmm)]
+        wait_until: Option<u32>,
         /// Run franca under this command (profiling), e.g. "valgrind --tool=dhat".
         #[arg(long)]
         franca_wrap: Option<String>,
@@ -163,6 +193,15 @@ fn main() -> ExitCode {
             m2_rates,
             m3_rates,
             bisect_steps,
+            m5_occupants,
+            m5_rates,
+            m5_secs,
+            m6_messages,
+            m6_users,
+            m6_rate,
+            m6_secs,
+            franca_pg_url,
+            wait_until,
             franca_wrap,
         } => {
             let mut sizes = profile.sizes();
@@ -187,6 +226,29 @@ fn main() -> ExitCode {
             if let Some(n) = bisect_steps {
                 sizes.m2.bisect = n;
                 sizes.m3.bisect = n;
+                sizes.m5.bisect = n;
+            }
+            if let Some(n) = m5_occupants {
+                sizes.m5.occupants = n;
+            }
+            if let Some(r) = m5_rates {
+                sizes.m5.rates = r;
+            }
+            if let Some(s) = m5_secs {
+                sizes.m5.secs = s;
+            }
+            if let Some(n) = m6_messages {
+                sizes.m6.store.messages = n;
+            }
+            if let Some(n) = m6_users {
+                sizes.m6.store.users = n;
+                sizes.m6.queriers = sizes.m6.queriers.min(n);
+            }
+            if let Some(r) = m6_rate {
+                sizes.m6.rate = r;
+            }
+            if let Some(s) = m6_secs {
+                sizes.m6.secs = s;
             }
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let keep = work_dir.is_some();
@@ -207,6 +269,8 @@ fn main() -> ExitCode {
                 franca_wrap: franca_wrap
                     .map(|w| w.split_whitespace().map(str::to_owned).collect())
                     .unwrap_or_default(),
+                franca_pg_url,
+                wait_until,
             };
             runtime(true).and_then(|rt| {
                 rt.block_on(async {

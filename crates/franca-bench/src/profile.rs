@@ -5,7 +5,7 @@
 //! rung: two steps narrow a 2× gap to ¼ of it (M2 1600 → 3200 gives 2400, then 2000 or 2800) at
 //! the cost of two more measured windows; `smoke` does none so CI stays short.
 
-use crate::scenario::{m1, m2, m3, m4, seed};
+use crate::scenario::{archive, m1, m2, m3, m4, m5, m6, seed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
@@ -20,6 +20,8 @@ pub struct Sizes {
     pub m2: m2::Params,
     pub m3: m3::Params,
     pub m4: m4::Params,
+    pub m5: m5::Params,
+    pub m6: m6::Params,
     pub m7_runs: usize,
     /// The populated store of M7.
     pub m7_store: seed::Size,
@@ -33,6 +35,40 @@ fn doubling(from: f64, to: f64) -> Vec<f64> {
         r *= 2.0;
     }
     v
+}
+
+/// M5 as notes D-perf §4 has it: 500 occupants, 5 senders; the fixed step (CPU per delivery)
+/// at 20 messages/s in, 10000 copies/s out.
+fn m5_params(secs: f64) -> m5::Params {
+    m5::Params {
+        occupants: 500,
+        join_rate: 500.0,
+        senders: 5,
+        fixed_rate: 20.0,
+        rates: vec![50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0],
+        secs,
+        body: 64,
+        login_rate: 400.0,
+        bisect: 2,
+    }
+}
+
+/// M6 as notes D-perf §4 has it: 1M 1:1 messages among 1000 accounts (2000 archived per
+/// account, 10 conversations each), 50 queriers, pages of 50, walks of 10 pages; 50 pages/s.
+fn m6_params(secs: f64) -> m6::Params {
+    m6::Params {
+        store: archive::Size {
+            users: 1000,
+            messages: 1_000_000,
+            partners: 10,
+        },
+        queriers: 50,
+        rate: 50.0,
+        secs,
+        page: 50,
+        pages: 10,
+        login_rate: 200.0,
+    }
 }
 
 impl Profile {
@@ -64,6 +100,30 @@ impl Profile {
                     users: 12,
                     contacts: 4,
                     rate: 50.0,
+                },
+                m5: m5::Params {
+                    occupants: 20,
+                    join_rate: 200.0,
+                    senders: 5,
+                    fixed_rate: 10.0,
+                    rates: vec![20.0],
+                    secs: 1.5,
+                    body: 64,
+                    login_rate: 200.0,
+                    bisect: 0,
+                },
+                m6: m6::Params {
+                    store: archive::Size {
+                        users: 12,
+                        messages: 3600,
+                        partners: 10,
+                    },
+                    queriers: 12,
+                    rate: 20.0,
+                    secs: 1.5,
+                    page: 50,
+                    pages: 10,
+                    login_rate: 200.0,
                 },
                 m7_runs: 1,
                 m7_store: seed::Size {
@@ -100,6 +160,8 @@ impl Profile {
                     contacts: 100,
                     rate: 100.0,
                 },
+                m5: m5_params(10.0),
+                m6: m6_params(20.0),
                 m7_runs: 3,
                 m7_store: seed::Size {
                     users: 100_000,
@@ -135,6 +197,8 @@ impl Profile {
                     contacts: 100,
                     rate: 200.0,
                 },
+                m5: m5_params(60.0),
+                m6: m6_params(60.0),
                 m7_runs: 5,
                 m7_store: seed::Size {
                     users: 100_000,

@@ -86,10 +86,59 @@ pub enum Command {
     Subscribe { contacts: u32, secs: f64 },
     /// Wait `secs` while collecting presence latency (after a login storm).
     Collect { secs: f64 },
+    /// XEP-0045: own online sessions enter the room `room` (bare JID; nickname = account
+    /// name, no history asked) at `rate`/s (Poisson) until `upto` of this worker's sessions
+    /// have asked; then wait, at most `secs`, for each one's own presence (status 110). A new
+    /// room (status 201) is made an instant room first. Each join's latency goes to `login`.
+    MucJoin {
+        room: String,
+        rate: f64,
+        upto: u32,
+        secs: f64,
+    },
+    /// Stamped groupchat messages to `room` at `rate` msg/s (Poisson) for `secs`, each from one
+    /// of the own accounts in `senders` at random; then wait up to `drain_secs` for the last
+    /// copies. Every occupant measures every copy.
+    MucChat {
+        room: String,
+        senders: Vec<u32>,
+        rate: f64,
+        secs: f64,
+        body: usize,
+        drain_secs: f64,
+    },
+    /// XEP-0313 queries of the online sessions' own archives at `rate`/s (Poisson) for `secs`,
+    /// each by a random online session; then wait up to `drain_secs` for the answers. The
+    /// latency of each query (of each whole walk for [`MamKind::Paging`]) goes to `latency`.
+    MamQuery {
+        kind: MamKind,
+        rate: f64,
+        secs: f64,
+        /// RSM `<max/>` of every page.
+        page: u32,
+        /// Pages of one walk back (`Paging`); 1 otherwise.
+        pages: u32,
+        /// Conversation partners of each account: the ring neighbours `n ± 1 ..= partners/2`
+        /// (the `with` of [`MamKind::With`] is one of them at random).
+        partners: u32,
+        drain_secs: f64,
+    },
     /// Close every session (`</stream:stream>`).
     Logout,
     /// Save the SCRAM cache and exit.
     Quit,
+}
+
+/// What an M6 archive query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MamKind {
+    /// The last page of the whole archive (RSM `<before/>`).
+    Last,
+    /// The last page of the conversation with one partner (`with` = the partner's bare JID).
+    With,
+    /// The last page, then page after page back (`<before>` = the first id of the page before).
+    Paging,
 }
 
 /// A worker's report.
@@ -114,7 +163,8 @@ pub enum Event {
 /// What one command did in one worker.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StepResult {
-    /// Successful operations (logins, registrations, subscriptions).
+    /// Successful operations (logins, registrations, subscriptions, room joins, archive
+    /// queries).
     pub ok: u64,
     pub errors: u64,
     pub first_error: Option<String>,
@@ -125,9 +175,10 @@ pub struct StepResult {
     /// stamp): not counted in `received` or the latency.
     #[serde(default)]
     pub duplicates: u64,
-    /// Delivery latency of stamped stanzas.
+    /// Delivery latency of stamped stanzas (archive query latency for
+    /// [`Command::MamQuery`]).
     pub latency: Hist,
-    /// Login transaction latency.
+    /// Login transaction latency (room join latency for [`Command::MucJoin`]).
     pub login: Hist,
     /// How late the open-loop scheduler fired compared with its plan.
     pub lag: Hist,

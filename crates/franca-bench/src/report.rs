@@ -115,6 +115,26 @@ pub fn write_all(
     ) {
         plots.push(("m4-presence-cdf.svg", p));
     }
+    if let Some(p) = cdf_plot(
+        results,
+        &format!(
+            "M5: latency per copy, {} occupants, {} msg/s in",
+            sizes.m5.occupants, sizes.m5.fixed_rate
+        ),
+        |o| o.m5.as_ref().map(|m| &m.fixed_hist),
+    ) {
+        plots.push(("m5-groupchat-cdf.svg", p));
+    }
+    if let Some(p) = cdf_plot(
+        results,
+        &format!(
+            "M6: last page ({}) of own archive, {} queries/s",
+            sizes.m6.page, sizes.m6.rate
+        ),
+        |o| o.m6.as_ref().map(|m| &m.last.hist),
+    ) {
+        plots.push(("m6-query-cdf.svg", p));
+    }
     for (name, p) in &plots {
         write(&out.join(name), &p.render())?;
     }
@@ -155,7 +175,7 @@ pub fn write_all(
     Ok(md)
 }
 
-/// Step tables of M2 and M3 for one server (round 1).
+/// Step tables of M2, M3 and M5 and the M6 queries for one server (round 1).
 fn details(k: Kind, rounds: &[Outcome]) -> String {
     let mut s = String::new();
     if let Some(m2) = rounds.iter().find_map(|o| o.m2.as_ref()) {
@@ -199,6 +219,73 @@ fn details(k: Kind, rounds: &[Outcome]) -> String {
                 st.server_cpu * 100.0,
                 st.generator_cpu * 100.0,
                 st.pass
+            ));
+        }
+    }
+    if let Some(m5) = rounds.iter().find_map(|o| o.m5.as_ref()) {
+        s.push_str(&format!(
+            "\n{} M5 steps (round 1, {} occupants; join storm {:.2} s): | msg/s in | sent | copies delivered % | p50 ms | p99 ms | p99.9 ms | server ms/1000 copies | server core % | generator core % | pass |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            k.name(),
+            m5.occupants,
+            m5.join_storm_s
+        ));
+        for st in std::iter::once(&m5.fixed).chain(&m5.steps) {
+            let d = if st.expected > 0 {
+                st.received as f64 * 100.0 / st.expected as f64
+            } else {
+                0.0
+            };
+            s.push_str(&format!(
+                "| {} | {} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} |\n",
+                st.rate,
+                st.sent,
+                d,
+                st.p50_ms,
+                st.p99_ms,
+                st.p999_ms,
+                st.server_cpu_ms_per_1000,
+                st.server_cpu * 100.0,
+                st.generator_cpu * 100.0,
+                st.pass
+            ));
+        }
+    }
+    for (o, db) in rounds
+        .iter()
+        .find_map(|o| o.m6.as_ref())
+        .map(|m| (m, ""))
+        .into_iter()
+        .chain(
+            rounds
+                .iter()
+                .find_map(|o| o.m6_pg.as_ref())
+                .map(|m| (m, ", PostgreSQL")),
+        )
+    {
+        s.push_str(&format!(
+            "\n{} M6 (round 1{db}; {} archived messages among {} accounts, {:.0} bytes each, filled in {:.0} s): | query | per s | answered | messages returned | p50 ms | p99 ms | max ms | server ms/query | generator core % |\n|---|---|---|---|---|---|---|---|---|\n",
+            k.name(),
+            o.store.rows,
+            o.users,
+            o.store.bytes_per_row,
+            o.store.populate_s
+        ));
+        for (name, q) in [
+            ("last page", &o.last),
+            ("last page, with", &o.with),
+            ("walk back", &o.paging),
+        ] {
+            s.push_str(&format!(
+                "| {name} | {} | {} of {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |\n",
+                q.rate,
+                q.ok,
+                q.sent,
+                q.results,
+                q.p50_ms,
+                q.p99_ms,
+                q.max_ms,
+                q.server_cpu_ms_per_query,
+                q.generator_cpu * 100.0
             ));
         }
     }

@@ -14,6 +14,8 @@ use tokio::process::Child;
 
 pub const DOMAIN: &str = "bench.local";
 pub const PASSWORD: &str = "bench-pass-1";
+/// The group chat service of M5 (Franca's default subdomain, set alike on the others).
+pub const MUC_DOMAIN: &str = "conference.bench.local";
 
 #[derive(
     Debug,
@@ -75,6 +77,42 @@ pub struct Running {
     pub kind: Kind,
     pub pid: u32,
     child: Child,
+}
+
+/// The tables Prosody 0.12's mod_storage_sql creates on SQLite (its `create_table`).
+const PROSODY_SQL_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS "prosody" ("host" TEXT NOT NULL, "user" TEXT NOT NULL, "store" TEXT NOT NULL, "key" TEXT NOT NULL, "type" TEXT NOT NULL, "value" TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS "prosody_index" ON "prosody" ("host", "user", "store", "key");
+CREATE TABLE IF NOT EXISTS "prosodyarchive" ("sort_id" INTEGER PRIMARY KEY AUTOINCREMENT, "host" TEXT NOT NULL, "user" TEXT NOT NULL, "store" TEXT NOT NULL, "key" TEXT NOT NULL, "when" INTEGER NOT NULL, "with" TEXT NOT NULL, "type" TEXT NOT NULL, "value" TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS "prosodyarchive_index" ON "prosodyarchive" ("host", "user", "store", "key");
+CREATE INDEX IF NOT EXISTS "prosodyarchive_with_when" ON "prosodyarchive" ("host", "user", "store", "with", "when");
+CREATE INDEX IF NOT EXISTS "prosodyarchive_when" ON "prosodyarchive" ("host", "user", "store", "when");
+CREATE INDEX IF NOT EXISTS "prosodyarchive_sort" ON "prosodyarchive" ("host", "user", "store", "sort_id");
+"#;
+
+/// Runs an SQL script on an SQLite file with the `sqlite3` tool (Debian package sqlite3).
+fn sqlite_script(db: &Path, sql: &str) -> Result<(), String> {
+    let mut child = std::process::Command::new("sqlite3")
+        .arg(db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("sqlite3 (Debian package sqlite3): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write as _;
+        stdin
+            .write_all(sql.as_bytes())
+            .map_err(|e| format!("sqlite3 {}: {e}", db.display()))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("sqlite3: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !err.trim().is_empty() {
+        return Err(format!("sqlite3 {}: {} {err}", db.display(), out.status));
+    }
+    Ok(())
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).
@@ -325,6 +363,136 @@ impl ServerDir {
             text = text.replacen(from, to, 1);
         }
         write(&path, &text)
+    }
+
+    /// Edits this server's configuration file: each `(from, to)` replaces the first `from`
+    /// (which must be there), then `append` goes at the end.
+    fn edit_config(&self, what: &str, edits: &[(&str, &str)], append: &str) -> Result<(), String> {
+        let file = match self.kind {
+            Kind::Franca => "franca.toml",
+            Kind::Prosody => "prosody.cfg.lua",
+            Kind::Ejabberd => "ejabberd.yml",
+        };
+        let path = self.dir.join(file);
+        let mut text = std::fs::read_to_string(&path).map_err(|e| format!("{file}: {e}"))?;
+        for (from, to) in edits {
+            if !text.contains(from) {
+                return Err(format!("{file}: cannot find {from:?} to {what}"));
+            }
+            text = text.replacen(from, to, 1);
+        }
+        text.push_str(append);
+        write(&path, &text)
+    }
+
+    /// Group chat for M5 on every server: the service at `conference.` + [`DOMAIN`], rooms
+    /// that keep no history (so joins get none) and no archive (Franca's follows `[mam]`,
+    /// off here; Prosody without mod_muc_mam; ejabberd `mam: false`), room size not capped
+    /// below the scenario's (Franca and ejabberd cap at 200 by default).
+    pub fn enable_muc(&self) -> Result<(), String> {
+        match self.kind {
+            Kind::Franca => self.edit_config(
+                "enable MUC",
+                &[],
+                "\n[muc]\nenabled = true\nhistory = 0\nmax_occupants = 100000\n",
+            ),
+            Kind::Prosody => self.edit_config(
+                "enable MUC",
+                &[],
+                &format!(
+                    "Component \"{MUC_DOMAIN}\" \"muc\"\n\
+                     muc_room_default_history_length = 0\n"
+                ),
+            ),
+            Kind::Ejabberd => self.edit_config(
+                "enable MUC",
+                &[(
+                    "mod_ping: {}",
+                    "mod_ping: {}, mod_muc: {host: \"conference.@HOST@\", history_size: 0, \
+                     max_users: 100000, max_users_presence: 100000, \
+                     default_room_options: {mam: false, max_users: 100000}}",
+                )],
+                "",
+            ),
+        }
+    }
+
+    /// The message archive (XEP-0313) for M6 on every server, in SQLite for all three: Franca
+    /// `[mam] enabled` (its store is SQLite already); Prosody mod_mam with the `archive` store
+    /// in mod_storage_sql (SQLite3, Debian's lua-dbi-sqlite3), no expiry; ejabberd mod_mam with
+    /// `db_type: sql` on SQLite (Debian's erlang-p1-sqlite3; ejabberd 23.01 does not create the
+    /// schema itself, so [`ServerDir::archive_db`] is made from its `lite.sql` first).
+    pub fn enable_mam(&self) -> Result<(), String> {
+        let d = self.dir.display();
+        match self.kind {
+            Kind::Franca => self.edit_config(
+                "enable MAM",
+                &[("[mam]\nenabled = false", "[mam]\nenabled = true")],
+                "",
+            ),
+            Kind::Prosody => {
+                // mod_storage_sql creates its tables only when it first connects, at the first
+                // archive access; the bulk load comes before that, so the same tables (as its
+                // `create_table` defines them for SQLite) are made here.
+                sqlite_script(&self.archive_db(), PROSODY_SQL_SCHEMA)?;
+                self.edit_config(
+                    "enable MAM",
+                    &[
+                        ("\"register\" }", "\"register\"; \"mam\" }"),
+                        (
+                            "storage = \"internal\"",
+                            "default_storage = \"internal\"; storage = { archive = \"sql\" }\n\
+                         sql = { driver = \"SQLite3\"; database = \"prosody.sqlite\" }\n\
+                         archive_expires_after = \"never\"; max_archive_query_results = 50",
+                        ),
+                    ],
+                    "",
+                )
+            }
+            Kind::Ejabberd => {
+                self.edit_config(
+                    "enable MAM",
+                    &[
+                        (
+                            "mod_ping: {}",
+                            "mod_ping: {}, mod_mam: {db_type: sql, default: always}",
+                        ),
+                        (
+                            "loglevel: warning\n",
+                            &format!(
+                                "loglevel: warning\nsql_type: sqlite\nsql_database: \"{d}/data/ejabberd.db\"\n"
+                            ),
+                        ),
+                    ],
+                    "",
+                )?;
+                let lite = "/usr/share/ejabberd/sql/lite.sql";
+                let schema = std::fs::read_to_string(lite).map_err(|e| format!("{lite}: {e}"))?;
+                sqlite_script(&self.archive_db(), &schema)?;
+                self.chown_ejabberd()
+            }
+        }
+    }
+
+    /// Franca only: keep everything in the store at `url` (PostgreSQL) instead of SQLite.
+    pub fn use_storage(&self, url: &str) -> Result<(), String> {
+        let sqlite = format!("url = \"sqlite://{}/data/franca.db\"", self.dir.display());
+        self.edit_config(
+            "use another store",
+            &[(&sqlite, &format!("url = {url:?}"))],
+            "",
+        )
+    }
+
+    /// The SQLite file that holds the message archive once [`ServerDir::enable_mam`] ran.
+    pub fn archive_db(&self) -> PathBuf {
+        let data = self.dir.join("data");
+        match self.kind {
+            Kind::Franca => data.join("franca.db"),
+            // Prosody resolves a relative database name against its data_path.
+            Kind::Prosody => data.join("prosody.sqlite"),
+            Kind::Ejabberd => data.join("ejabberd.db"),
+        }
     }
 
     /// Starts the server (own process group, pinned when asked). Not yet ready.

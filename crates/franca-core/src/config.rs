@@ -316,10 +316,59 @@ impl Config {
             ));
         }
         self.pubsub.validate(&self.server.domains, &self.muc)?;
+        self.s2s.validate(&self.server.domains)?;
+        self.validate_components()?;
         if self.stream_management.max_unacked == 0 {
             return Err(ConfigError::Invalid(
                 "stream_management.max_unacked must be > 0".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// `[[component]]`: each domain normalised, served by nobody else (not a served domain,
+    /// not a hosted service, not another component), with a secret.
+    fn validate_components(&self) -> Result<(), ConfigError> {
+        let mut hosted = Vec::new();
+        let domains = &self.server.domains;
+        if self.muc.enabled {
+            hosted.extend(self.muc.service_domains(domains));
+        }
+        if self.pubsub.enabled {
+            hosted.extend(self.pubsub.service_domains(domains));
+        }
+        if self.upload.enabled {
+            hosted.extend(self.upload.service_domains(domains));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.component {
+            let d = &c.domain;
+            let normalised = jid::BareJid::new(d).ok().filter(|j| j.node().is_none());
+            if normalised.as_ref().map(|j| j.domain().as_str()) != Some(d.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "component.domain: {d:?} is not a normalised domain name"
+                )));
+            }
+            if self.serves(d) {
+                return Err(ConfigError::Invalid(format!(
+                    "component.domain: {d:?} is a served domain (server.domains)"
+                )));
+            }
+            if hosted.contains(d) {
+                return Err(ConfigError::Invalid(format!(
+                    "component.domain: {d:?} is a hosted service's domain (muc, pubsub or upload)"
+                )));
+            }
+            if !seen.insert(d.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "component.domain: {d:?} is configured twice"
+                )));
+            }
+            if c.secret.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "component {d:?}: the secret is empty"
+                )));
+            }
         }
         Ok(())
     }
@@ -581,6 +630,10 @@ pub struct MucConfig {
     pub max_nick_chars: usize,
     /// Affiliations (owners, admins, members, outcasts) one room may list.
     pub max_affiliations: usize,
+    /// Rooms may keep a XEP-0313 archive of their groupchat messages (on by default in each
+    /// new room; needs `[mam] enabled`). `[mam] retention_days` bounds how long, and an owner
+    /// may choose a shorter time per room.
+    pub archive: bool,
 }
 
 impl Default for MucConfig {
@@ -595,6 +648,7 @@ impl Default for MucConfig {
             max_history: 100,
             max_nick_chars: 64,
             max_affiliations: 5_000,
+            archive: true,
         }
     }
 }
@@ -849,7 +903,7 @@ pub enum S2sPolicy {
 }
 
 /// Federation (RFC 6120 server-to-server), `[s2s]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S2sConfig {
     pub policy: S2sPolicy,
@@ -897,6 +951,128 @@ impl Default for S2sConfig {
             dialback_secret: None,
         }
     }
+}
+
+impl std::fmt::Debug for S2sConfig {
+    // The dialback secret stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S2sConfig")
+            .field("policy", &self.policy)
+            .field("allow", &self.allow)
+            .field("deny", &self.deny)
+            .field("require_valid_certs", &self.require_valid_certs)
+            .field("ca_file", &self.ca_file)
+            .field("system_roots", &self.system_roots)
+            .field("routes", &self.routes)
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
+            .field("idle_timeout_seconds", &self.idle_timeout_seconds)
+            .field("max_queued_stanzas", &self.max_queued_stanzas)
+            .field("max_inbound_connections", &self.max_inbound_connections)
+            .field(
+                "dialback_secret",
+                &self.dialback_secret.as_ref().map(|_| "…"),
+            )
+            .finish()
+    }
+}
+
+/// Shortest `dialback_secret` accepted: XEP-0185 keys are only as strong as the secret.
+pub const MIN_DIALBACK_SECRET_CHARS: usize = 16;
+
+impl S2sConfig {
+    /// Domains in `allow`, `deny` and `routes` must be normalised remote domains (not served
+    /// here), routes must be "host:port", limits non-zero, and an allow list is required by
+    /// `policy = "allowlist"`: an empty one would federate with nobody, which `"closed"` says
+    /// plainly, so it is refused as a likely mistake rather than accepted silently.
+    fn validate(&self, domains: &[String]) -> Result<(), ConfigError> {
+        let remote_domain = |key: &str, d: &str| {
+            let normalised = jid::BareJid::new(d).ok().filter(|j| j.node().is_none());
+            if normalised.as_ref().map(|j| j.domain().as_str()) != Some(d) {
+                return Err(ConfigError::Invalid(format!(
+                    "s2s.{key}: {d:?} is not a normalised domain name"
+                )));
+            }
+            if domains.iter().any(|s| s == d) {
+                return Err(ConfigError::Invalid(format!(
+                    "s2s.{key}: {d:?} is served by this server (server.domains), not a remote \
+                     domain"
+                )));
+            }
+            Ok(())
+        };
+        for d in &self.allow {
+            remote_domain("allow", d)?;
+        }
+        for d in &self.deny {
+            remote_domain("deny", d)?;
+        }
+        for (d, target) in &self.routes {
+            remote_domain("routes", d)?;
+            if !is_host_port(target) {
+                return Err(ConfigError::Invalid(format!(
+                    "s2s.routes: {d} = {target:?} is not \"host:port\" (an IPv6 address in \
+                     brackets: \"[::1]:5269\")"
+                )));
+            }
+        }
+        if self.policy == S2sPolicy::Allowlist && self.allow.is_empty() {
+            return Err(ConfigError::Invalid(
+                "s2s.policy = \"allowlist\" with an empty s2s.allow federates with nobody; list \
+                 the partner domains, or set policy = \"closed\""
+                    .into(),
+            ));
+        }
+        // No trust anchor at all: no peer could ever be valid, so every one would be refused.
+        if self.require_valid_certs
+            && !self.system_roots
+            && self.ca_file.is_none()
+            && self.policy != S2sPolicy::Closed
+        {
+            return Err(ConfigError::Invalid(
+                "s2s.require_valid_certs = true needs trust anchors: system_roots = true or a \
+                 ca_file"
+                    .into(),
+            ));
+        }
+        if self.connect_timeout_seconds == 0 || self.idle_timeout_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "s2s.connect_timeout_seconds and s2s.idle_timeout_seconds must be > 0".into(),
+            ));
+        }
+        if self.max_queued_stanzas == 0 || self.max_inbound_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "s2s.max_queued_stanzas and s2s.max_inbound_connections must be > 0".into(),
+            ));
+        }
+        if let Some(secret) = &self.dialback_secret
+            && secret.chars().count() < MIN_DIALBACK_SECRET_CHARS
+        {
+            return Err(ConfigError::Invalid(format!(
+                "s2s.dialback_secret must be at least {MIN_DIALBACK_SECRET_CHARS} characters \
+                 (or omitted for a random one)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// "host:port", "1.2.3.4:port" or "[v6]:port" with a port in 1..=65535 (`[s2s.routes]`).
+fn is_host_port(value: &str) -> bool {
+    let (host_ok, port) = if let Some(rest) = value.strip_prefix('[') {
+        match rest.split_once("]:") {
+            Some((v6, port)) => (v6.parse::<std::net::Ipv6Addr>().is_ok(), port),
+            None => return false,
+        }
+    } else {
+        match value.rsplit_once(':') {
+            Some((host, port)) => (
+                !host.is_empty() && !host.contains(':') && !host.chars().any(char::is_whitespace),
+                port,
+            ),
+            None => return false,
+        }
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
 /// One XEP-0114 component, a `[[component]]` entry.

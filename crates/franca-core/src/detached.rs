@@ -19,7 +19,7 @@
 
 use crate::outbox::Receiver;
 use crate::server::Server;
-use crate::session::{Outbound, Session};
+use crate::session::{Outbound, Serialised, Session};
 use franca_proto::errors::{StanzaError, StanzaErrorCondition, StreamError};
 use franca_proto::ns::{NS_CARBONS, NS_CLIENT};
 use franca_proto::sm::StreamManagement;
@@ -39,8 +39,9 @@ pub const TAKEOVER: &str = "the session was resumed on another stream";
 pub struct Hibernated {
     pub session: Arc<Session>,
     pub rx: Receiver,
-    /// The stream management state, unacknowledged stanzas included (serialised once, shared).
-    pub sm: StreamManagement<Arc<str>>,
+    /// The stream management state, unacknowledged stanzas included (serialised once, shared;
+    /// a fan-out stanza stays in its shared form).
+    pub sm: StreamManagement<Serialised>,
     /// The resumption time granted to the client (XEP-0198 `max`).
     pub timeout: Duration,
 }
@@ -257,14 +258,16 @@ impl Server {
         self: &Arc<Self>,
         session: &Arc<Session>,
         rx: Option<Receiver>,
-        mut unacked: Vec<Arc<str>>,
+        mut unacked: Vec<Serialised>,
     ) {
         // First unbind, so nothing new is queued behind what is being handled.
         self.session_closed(session).await;
         if let Some(mut rx) = rx {
             while let Some(item) = rx.try_recv() {
-                if let Outbound::Xml(xml) = item {
-                    unacked.push(xml);
+                match item {
+                    Outbound::Xml(xml) => unacked.push(Serialised::Xml(xml)),
+                    Outbound::Fanout(f) => unacked.push(Serialised::Fanout(f)),
+                    Outbound::Close(..) => {}
                 }
             }
         }
@@ -273,8 +276,9 @@ impl Server {
         if unacked.is_empty() || self.removed_during_login(&bare) {
             return;
         }
-        for xml in unacked {
-            let Some(stanza) = read_queued(&xml) else {
+        for item in unacked {
+            // A fan-out copy is read with its `to`, like the copy the client would have got.
+            let Some(stanza) = read_queued(&item.to_xml(session.jid.as_str())) else {
                 tracing::error!(jid = %session.jid, "unreadable queued stanza dropped");
                 continue;
             };
@@ -435,6 +439,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn xep0198_5_shared_fanout_stanzas_unacked_or_queued_bounce_as_their_own_copy() {
+        let store = franca_store::open("sqlite::memory:")
+            .await
+            .expect("in-memory store");
+        let server = Server::new(
+            crate::Config::default(),
+            store,
+            crate::module::Modules::new(),
+        );
+        let bob = server
+            .bind(FullJid::new("bob@localhost/desk").expect("jid"))
+            .await;
+        let mut bob_rx = bob.rx;
+        let alice_jid = "alice@localhost/it's <me> & more";
+        let alice = server.bind(FullJid::new(alice_jid).expect("jid")).await;
+        let message = |id: &str| {
+            Element::new("message", NS_CLIENT)
+                .with_attr("from", "bob@localhost/desk")
+                .with_attr("type", "chat")
+                .with_attr("id", id)
+                .with_child(Element::new("body", NS_CLIENT).with_text("hi"))
+        };
+        // One unacknowledged (XEP-0198), one still in the queue.
+        let unacked = vec![Serialised::Fanout(crate::fanout::Fanout::new(&message(
+            "f1",
+        )))];
+        assert!(
+            alice
+                .session
+                .send_fanout(&crate::fanout::Fanout::new(&message("f2")))
+        );
+        server
+            .end_session(&alice.session, Some(alice.rx), unacked)
+            .await;
+        for id in ["f1", "f2"] {
+            let Some(Outbound::Xml(bounce)) = bob_rx.try_recv() else {
+                panic!("no bounce for {id}")
+            };
+            let bounce = read_queued(&bounce).expect("parses");
+            assert_eq!(bounce.attr("id"), Some(id));
+            assert_eq!(bounce.attr("type"), Some("error"));
+            // The copy the session would have got was addressed to it.
+            assert_eq!(bounce.attr("from"), Some(alice_jid));
+        }
+    }
+
+    #[tokio::test]
     async fn xep0198_5_a_hibernated_session_replaced_by_a_new_bind_ends_and_bounces_its_messages() {
         let store = franca_store::open("sqlite::memory:")
             .await
@@ -467,7 +518,8 @@ mod tests {
             .with_attr("type", "chat")
             .with_attr("id", "m1")
             .with_child(Element::new("body", NS_CLIENT).with_text("hi"));
-        sm.sent(crate::session::serialise(&message)).expect("room");
+        sm.sent(Serialised::Xml(crate::session::serialise(&message)))
+            .expect("room");
         server.detached.register("r1", old.session.clone());
         server
             .detached

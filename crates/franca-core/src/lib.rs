@@ -7,6 +7,7 @@ pub mod config;
 pub mod credentials;
 pub mod detached;
 pub mod external;
+pub mod fanout;
 pub mod module;
 pub mod outbox;
 pub mod router;

@@ -111,6 +111,18 @@ impl Server {
                     }
                     return;
                 }
+                // A configured component that is not connected now: the domain is still ours,
+                // so it is never looked up or dialled as a remote server.
+                if self
+                    .config
+                    .component
+                    .iter()
+                    .any(|c| c.domain == to.domain().as_str())
+                {
+                    return self
+                        .reply_error(&stanza, StanzaError::new(Cond::ServiceUnavailable))
+                        .await;
+                }
                 if let Some(federation) = self.federation.get() {
                     return federation.send(self, to.domain().as_str(), stanza).await;
                 }

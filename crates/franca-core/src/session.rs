@@ -4,6 +4,7 @@
 //! A session is reached only through its outbound queue; the transport task that owns the socket
 //! drains it. Modules and the router never touch sockets (DESIGN §5).
 
+pub use crate::fanout::{Fanout, Serialised};
 use crate::outbox::{Outbox, Receiver, Refused};
 use franca_proto::errors::StreamError;
 use franca_xml::Element;
@@ -23,8 +24,20 @@ pub const OUTBOUND_QUEUE: usize = 2048;
 pub enum Outbound {
     /// A serialised stanza, shared by every recipient of the same bytes.
     Xml(Arc<str>),
+    /// A stanza serialised once for many recipients, addressed to this session's full JID:
+    /// the writer puts the session's `to` into it ([`Fanout`]).
+    Fanout(Fanout),
     /// Close the stream with this error.
     Close(StreamError, Option<String>),
+}
+
+impl From<Serialised> for Outbound {
+    fn from(s: Serialised) -> Outbound {
+        match s {
+            Serialised::Xml(xml) => Outbound::Xml(xml),
+            Serialised::Fanout(f) => Outbound::Fanout(f),
+        }
+    }
 }
 
 /// The order in which presence changes of all sessions became visible; see
@@ -93,7 +106,17 @@ impl Session {
 
     /// Queue serialised bytes. Returns false when the session is gone or too slow.
     pub fn send_xml(&self, xml: Arc<str>) -> bool {
-        match self.outbox.push(Outbound::Xml(xml)) {
+        self.push(Outbound::Xml(xml))
+    }
+
+    /// Queue a fan-out stanza addressed to this session (its bytes are shared, not copied).
+    /// Returns false when the session is gone or too slow.
+    pub fn send_fanout(&self, stanza: &Fanout) -> bool {
+        self.push(Outbound::Fanout(stanza.clone()))
+    }
+
+    fn push(&self, item: Outbound) -> bool {
+        match self.outbox.push(item) {
             Ok(()) => true,
             Err(Refused::Full(_)) => {
                 tracing::warn!(jid = %self.jid, "outbound queue full; closing slow session");
@@ -144,58 +167,6 @@ impl Session {
 /// Serialise a stanza the way it appears inside a `jabber:client` stream.
 pub fn serialise(stanza: &Element) -> Arc<str> {
     Arc::from(stanza.to_xml_in(franca_proto::ns::NS_CLIENT))
-}
-
-/// One stanza for many recipients (a MUC fan-out), serialised once. RFC 6120 §8.1.1.1 wants
-/// each copy addressed (`to`), so the serialisation of everything else is kept and each
-/// recipient's copy is that text with its `to` written in: a copy of the bytes, not another
-/// walk of the tree.
-#[derive(Debug, Clone)]
-pub struct Fanout {
-    /// `<message` (the tag name).
-    head: Box<str>,
-    /// Everything after the tag name: the other attributes, children and end tag.
-    tail: Box<str>,
-}
-
-impl Fanout {
-    /// `stanza` is serialised without its `to` attribute, if it has one.
-    pub fn new(stanza: &Element) -> Fanout {
-        let xml = if stanza.attr("to").is_some() {
-            let mut copy = stanza.clone();
-            copy.remove_attr("to");
-            copy.to_xml_in(franca_proto::ns::NS_CLIENT)
-        } else {
-            stanza.to_xml_in(franca_proto::ns::NS_CLIENT)
-        };
-        // The serialiser writes `<` and the name first.
-        let split = 1 + stanza.name.len();
-        let (head, tail) = xml.split_at(split.min(xml.len()));
-        Fanout {
-            head: head.into(),
-            tail: tail.into(),
-        }
-    }
-
-    /// Length of the serialisation without `to`, in bytes.
-    pub fn len(&self) -> usize {
-        self.head.len() + self.tail.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The bytes for the recipient `to`.
-    pub fn to(&self, to: &str) -> Arc<str> {
-        let mut out = String::with_capacity(self.head.len() + self.tail.len() + to.len() + 6);
-        out.push_str(&self.head);
-        out.push_str(" to='");
-        franca_xml::escape_attr(to, &mut out);
-        out.push('\'');
-        out.push_str(&self.tail);
-        Arc::from(out)
-    }
 }
 
 type Shard = RwLock<HashMap<BareJid, Vec<Arc<Session>>>>;
@@ -328,39 +299,5 @@ impl Sessions {
                     .sum::<usize>()
             })
             .sum()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_fanout_copy_is_the_stanza_addressed_to_its_recipient() {
-        let stanza = Element::new("message", franca_proto::ns::NS_CLIENT)
-            .with_attr("from", "room@conference.localhost/nick")
-            .with_attr("to", "someone@else")
-            .with_attr("type", "groupchat")
-            .with_child(Element::new("body", franca_proto::ns::NS_CLIENT).with_text("a < b"));
-        let fanout = Fanout::new(&stanza);
-        for to in [
-            "juliet@localhost/balcony",
-            "romeo@localhost/it's <me> & more",
-        ] {
-            let mut want = stanza.clone();
-            want.remove_attr("to");
-            let mut addressed =
-                Element::new("message", franca_proto::ns::NS_CLIENT).with_attr("to", to);
-            addressed.attrs.extend(want.attrs);
-            addressed.children = want.children;
-            assert_eq!(&*fanout.to(to), &*serialise(&addressed));
-        }
-        let empty = Element::new("presence", franca_proto::ns::NS_CLIENT);
-        assert_eq!(
-            &*Fanout::new(&empty).to("a@b/c"),
-            &*serialise(
-                &Element::new("presence", franca_proto::ns::NS_CLIENT).with_attr("to", "a@b/c")
-            )
-        );
     }
 }

@@ -69,3 +69,75 @@ fn bad_values_are_refused() {
         Config::from_toml(&text, Path::new("f.toml")).unwrap();
     }
 }
+
+#[test]
+fn component_entries_are_validated() {
+    let entry = |domain: &str, secret: &str| {
+        format!("[[component]]\ndomain = \"{domain}\"\nsecret = \"{secret}\"\n")
+    };
+    let ok = format!(
+        "{}{}",
+        entry("irc.localhost", "s1"),
+        entry("gw.example", "s2")
+    );
+    let config = Config::from_toml(&ok, Path::new("f.toml")).unwrap();
+    assert_eq!(config.component.len(), 2);
+    assert!(!format!("{:?}", config.component).contains("s1"));
+    for (bad, why) in [
+        (entry("IRC.localhost", "s"), "normalised"),
+        (entry("localhost", "s"), "served"),
+        (entry("conference.localhost", "s"), "hosted"),
+        (entry("irc.localhost", ""), "secret"),
+        (
+            format!(
+                "{}{}",
+                entry("irc.localhost", "a"),
+                entry("irc.localhost", "b")
+            ),
+            "twice",
+        ),
+    ] {
+        let err = Config::from_toml(&bad, Path::new("f.toml")).unwrap_err();
+        assert!(err.to_string().contains(why), "{bad}: {err}");
+    }
+}
+
+/// Issue 6 §2: `[s2s]` values are checked at load, each refusal naming the key.
+#[test]
+fn s2s_settings_are_validated() {
+    let ok = "[s2s]\npolicy = \"allowlist\"\nallow = [\"partner.example\"]\n\
+              deny = [\"spam.example\"]\ndialback_secret = \"0123456789abcdef\"\n\
+              [s2s.routes]\n\"partner.example\" = \"10.0.0.5:5269\"\n\
+              \"v6.example\" = \"[::1]:5270\"\n\"named.example\" = \"xmpp.named.example:5269\"\n";
+    let config = Config::from_toml(ok, Path::new("f.toml")).unwrap();
+    assert_eq!(config.s2s.allow, ["partner.example"]);
+    assert_eq!(config.s2s.routes.len(), 3);
+    // The dialback secret stays out of Debug output.
+    assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    for (bad, why) in [
+        ("[s2s]\nallow = [\"Partner.Example\"]\n", "s2s.allow"),
+        ("[s2s]\ndeny = [\"user@spam.example\"]\n", "s2s.deny"),
+        ("[s2s]\ndeny = [\"localhost\"]\n", "served"),
+        ("[s2s.routes]\n\"p.example\" = \"10.0.0.5\"\n", "host:port"),
+        ("[s2s.routes]\n\"p.example\" = \"::1:5269\"\n", "host:port"),
+        ("[s2s.routes]\n\"p.example\" = \"h:0\"\n", "host:port"),
+        ("[s2s.routes]\n\"P.example\" = \"h:5269\"\n", "s2s.routes"),
+        ("[s2s]\npolicy = \"allowlist\"\n", "allowlist"),
+        ("[s2s]\npolicy = \"sometimes\"\n", "sometimes"),
+        ("[s2s]\nconnect_timeout_seconds = 0\n", "timeout"),
+        ("[s2s]\nidle_timeout_seconds = 0\n", "timeout"),
+        ("[s2s]\nmax_queued_stanzas = 0\n", "max_queued_stanzas"),
+        ("[s2s]\ndialback_secret = \"short\"\n", "dialback_secret"),
+        (
+            "[s2s]\nrequire_valid_certs = true\nsystem_roots = false\n",
+            "trust anchors",
+        ),
+    ] {
+        let err = Config::from_toml(bad, Path::new("f.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+    // Closed with an empty allow list is fine: it says what it means.
+    Config::from_toml("[s2s]\npolicy = \"closed\"\n", Path::new("f.toml")).unwrap();
+}

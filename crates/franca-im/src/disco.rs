@@ -5,8 +5,8 @@
 //! type='registered'/>` with the features of [`Module::account_features`], plus `<identity
 //! category='pubsub' type='pep'/>` when XEP-0163 PEP is loaded, whose nodes the requester may
 //! see are the account's items. The server's items are the services hosted under its domain
-//! ([`Module::services`], e.g. the MUC service `conference.example.org`); node queries get
-//! `item-not-found`.
+//! ([`Module::services`], e.g. the MUC service `conference.example.org`) and the XEP-0114
+//! components connected now (see [`component_items`]); node queries get `item-not-found`.
 //!
 //! An account answers the user itself and the contacts allowed to see its presence (a `from` or
 //! `both` subscription), as Prosody does; anyone else gets `service-unavailable`, the answer for
@@ -103,6 +103,9 @@ impl Module for Disco {
                             .with_attr("name", s.name),
                     );
                 }
+                for item in component_items(server, req.to.domain().as_str()) {
+                    query.push(item);
+                }
             }
             if account && pep_loaded(server) {
                 // XEP-0163 §8: the account's PEP nodes the requester may see.
@@ -141,6 +144,35 @@ impl Module for Disco {
         Ok(Some(reply))
     }
 }
+
+/// XEP-0114 components connected now, as items of the served domain `domain`: those under it
+/// (`irc.example.org` for `example.org`), and those under no served domain at all, which
+/// belong to the whole server. The configured `name` is shown; the component answers its own
+/// disco#info (a gateway's identity), since the router hands it everything on its domain.
+fn component_items(server: &Server, domain: &str) -> Vec<Element> {
+    let suffix = format!(".{domain}");
+    let served = &server.config.server.domains;
+    server
+        .components
+        .domains()
+        .into_iter()
+        .filter(|c| c.ends_with(&suffix) || !served.iter().any(|d| c.ends_with(&format!(".{d}"))))
+        .map(|c| {
+            let name = server
+                .config
+                .component
+                .iter()
+                .find(|cc| cc.domain == c)
+                .and_then(|cc| cc.name.clone());
+            let mut item = Element::new("item", NS_DISCO_ITEMS).with_attr("jid", c);
+            if let Some(name) = name {
+                item.set_attr("name", name);
+            }
+            item
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +231,84 @@ mod tests {
         juliet.expect(
             "<iq type='result' id='items1' from='localhost' to='juliet@localhost/balcony'>
                <query xmlns='http://jabber.org/protocol/disco#items'/>
+             </iq>",
+        );
+    }
+
+    /// A component link that keeps what the router hands it.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<Element>>);
+
+    impl franca_core::external::ComponentLink for Recorder {
+        fn send(&self, stanza: &Element) -> bool {
+            self.0.lock().expect("lock").push(stanza.clone());
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn xep0114_connected_components_are_items_and_answer_their_own_info() {
+        let mut config = franca_core::Config::default();
+        for (domain, name) in [("irc.localhost", Some("IRC gateway")), ("gw.example", None)] {
+            config.component.push(franca_core::config::ComponentConfig {
+                domain: domain.into(),
+                secret: "s".into(),
+                name: name.map(Into::into),
+            });
+        }
+        let server = crate::testing::server_with(config, vec![Arc::new(Disco)]).await;
+        let irc = Arc::new(Recorder::default());
+        let gw = Arc::new(Recorder::default());
+        assert!(
+            server
+                .components
+                .connect("irc.localhost", irc.clone())
+                .is_ok()
+        );
+        assert!(server.components.connect("gw.example", gw.clone()).is_ok());
+        let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
+        juliet
+            .send(
+                "<iq type='get' id='items2' to='localhost'>
+                   <query xmlns='http://jabber.org/protocol/disco#items'/>
+                 </iq>",
+            )
+            .await;
+        juliet.expect(
+            "<iq type='result' id='items2' from='localhost' to='juliet@localhost/balcony'>
+               <query xmlns='http://jabber.org/protocol/disco#items'>
+                 <item jid='gw.example'/>
+                 <item jid='irc.localhost' name='IRC gateway'/>
+               </query>
+             </iq>",
+        );
+        juliet
+            .send(
+                "<iq type='get' id='info2' to='irc.localhost'>
+                   <query xmlns='http://jabber.org/protocol/disco#info'/>
+                 </iq>",
+            )
+            .await;
+        let got = irc.0.lock().expect("lock").clone();
+        assert_eq!(got.len(), 1, "the component gets its disco#info query");
+        assert_eq!(got[0].attr("from"), Some("juliet@localhost/balcony"));
+        assert!(got[0].has_child("query", NS_DISCO_INFO));
+        juliet.silent();
+        // Gone again: no longer an item.
+        let link: Arc<dyn franca_core::external::ComponentLink> = irc;
+        server.components.disconnect("irc.localhost", &link);
+        juliet
+            .send(
+                "<iq type='get' id='items3' to='localhost'>
+                   <query xmlns='http://jabber.org/protocol/disco#items'/>
+                 </iq>",
+            )
+            .await;
+        juliet.expect(
+            "<iq type='result' id='items3' from='localhost' to='juliet@localhost/balcony'>
+               <query xmlns='http://jabber.org/protocol/disco#items'>
+                 <item jid='gw.example'/>
+               </query>
              </iq>",
         );
     }

@@ -43,8 +43,17 @@ pub fn load(config: &Config) -> Modules {
     modules.load(Arc::new(roster::Roster));
     // Before presence, whose outbound hook takes broadcast presence: PEP reads the XEP-0115
     // capabilities in it first.
-    if config.pep.enabled {
-        modules.load(Arc::new(pep::Pep::new(config.pep.caps_cache)));
+    // XEP-0398 avatar conversion needs both PEP and the vCard module.
+    let pep = config.pep.enabled.then(|| {
+        let pep = pep::Pep::new(config.pep.caps_cache);
+        Arc::new(if on.vcard {
+            pep.with_vcard_conversion()
+        } else {
+            pep
+        })
+    });
+    if let Some(pep) = &pep {
+        modules.load(pep.clone());
     }
     modules.load(Arc::new(presence::Presence));
     // Before carbons, so carbon copies carry the XEP-0359 stanza-id the archive added.
@@ -72,7 +81,7 @@ pub fn load(config: &Config) -> Modules {
         modules.load(Arc::new(offline::Offline));
     }
     if on.vcard {
-        modules.load(Arc::new(vcard::VCard));
+        modules.load(Arc::new(vcard::VCard::new(pep)));
     }
     if on.last {
         modules.load(Arc::new(last::Last));

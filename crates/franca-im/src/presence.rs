@@ -326,11 +326,11 @@ async fn available(server: &Arc<Server>, session: &Arc<Session>, stanza: Element
     }
 }
 
-/// Until federation is wired, the router answers every remote stanza with
-/// `remote-server-not-found`; probing remote contacts would only produce errors at each login.
+/// Whether a probe of `contact` can go anywhere: a local account, or a remote one federation
+/// may reach (policy). Probes that could only bounce would produce errors at each login.
 fn probe_reachable(server: &Server, contact: &str) -> bool {
     match Jid::new(contact) {
-        Ok(jid) => server.serves(jid.domain().as_str()),
+        Ok(jid) => server.reachable(jid.domain().as_str()),
         Err(_) => false,
     }
 }

@@ -11,10 +11,13 @@
 //! (`true` or `1`): bodies pass through third parties (§9). The publish-options form given at
 //! enable time is stored and sent back with each publish (§5), `include-body` included.
 //!
-//! An error answer to a publish disables that registration (§7.1), except `wait` errors and
-//! the router's `remote-server-not-found`/`remote-server-timeout`, which say nothing about the
-//! app server: until server-to-server connections exist (issue 6), a registration on a remote
-//! domain is kept and its notifications are not delivered. Registrations are capped per account
+//! An app server on another domain is reached like any remote JID: the publish goes through
+//! `Server::route`, which hands it to federation (RFC 6120 server-to-server), and its answer
+//! comes back over the same road. An error answer to a publish disables that registration
+//! (§7.1), except `wait` errors and `remote-server-not-found`/`remote-server-timeout` (the
+//! router's or federation's bounces when the remote domain cannot be reached, or no federation
+//! is configured), which say nothing about the app server: the registration is kept for the
+//! next notification. Registrations are capped per account
 //! (`push.max_per_account`), notifications per registration and minute
 //! (`push.max_per_minute`). An app server on this server is a client's full JID (a bare JID
 //! has no pubsub service to answer, so its `service-unavailable` disables the registration).
@@ -1030,7 +1033,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_remote_app_server_keeps_its_registration_until_federation_exists() {
+    async fn a_remote_app_server_without_federation_keeps_its_registration() {
         let push = Arc::new(Push::new());
         let server = server_with(
             Config::default(),
@@ -1056,6 +1059,118 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// Stands in for s2s: records what the router hands to federation.
+    #[derive(Default)]
+    struct Federated(Mutex<Vec<(String, Element)>>);
+
+    #[async_trait::async_trait]
+    impl franca_core::external::Federation for Federated {
+        async fn send(&self, _server: &Arc<Server>, domain: &str, stanza: Element) {
+            self.0.lock().unwrap().push((domain.to_owned(), stanza));
+        }
+
+        fn reachable(&self, _domain: &str) -> bool {
+            true
+        }
+    }
+
+    impl Federated {
+        /// The publishes handed over since the last call.
+        fn publishes(&self) -> Vec<(String, Element)> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+                .into_iter()
+                .filter(|(_, el)| el.name == "iq" && el.has_child("pubsub", NS_PUBSUB))
+                .collect()
+        }
+    }
+
+    /// An answer from the remote app server, as federation delivers it.
+    fn remote_answer(id: &str, condition: Option<&str>) -> Element {
+        let error = condition.map_or(String::new(), |c| {
+            format!(
+                "<error type='cancel'><{c} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+            )
+        });
+        let ty = if condition.is_some() {
+            "error"
+        } else {
+            "result"
+        };
+        xml(&format!(
+            "<iq type='{ty}' id='{id}' from='push.remote.example' to='juliet@localhost'>{error}</iq>"
+        ))
+    }
+
+    #[tokio::test]
+    async fn xep0357_7_a_remote_app_server_is_published_to_through_federation() {
+        let push = Arc::new(Push::new());
+        let server = server_with(
+            Config::default(),
+            vec![push.clone(), Arc::new(crate::offline::Offline)],
+        )
+        .await;
+        let federation = Arc::new(Federated::default());
+        server.federation.set(federation.clone());
+        let registrations = || async {
+            server
+                .store
+                .push_registrations("juliet@localhost")
+                .await
+                .unwrap()
+                .len()
+        };
+        let juliet = Client::bind(&server, "juliet@localhost/balcony").await;
+        juliet
+            .send(&enable("push.remote.example", "dev1", ""))
+            .await;
+        server.session_closed(&juliet.session).await;
+        let romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
+        romeo
+            .send("<message to='juliet@localhost'><body>one</body></message>")
+            .await;
+        let sent = federation.publishes();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let (domain, iq) = &sent[0];
+        assert_eq!(domain, "push.remote.example");
+        assert_eq!(iq.attr("to"), Some("push.remote.example"));
+        assert_eq!(iq.attr("from"), Some("juliet@localhost"));
+        let xml_text = iq.to_xml();
+        assert!(xml_text.contains("node='dev1'"), "{xml_text}");
+        assert!(
+            xml_text.contains("var='message-count'><value>1</value>"),
+            "{xml_text}"
+        );
+        // Federation could not reach the domain this time: the registration stays.
+        let id = iq.attr("id").unwrap().to_owned();
+        server
+            .route(remote_answer(&id, Some("remote-server-timeout")))
+            .await;
+        assert_eq!(registrations().await, 1);
+        // The next message goes out again; the app server accepts it.
+        romeo
+            .send("<message to='juliet@localhost'><body>two</body></message>")
+            .await;
+        let sent = federation.publishes();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let id = sent[0].1.attr("id").unwrap().to_owned();
+        server.route(remote_answer(&id, None)).await;
+        assert_eq!(registrations().await, 1);
+        // Then it refuses one (§7.1): the registration is disabled, nothing more is sent.
+        romeo
+            .send("<message to='juliet@localhost'><body>three</body></message>")
+            .await;
+        let sent = federation.publishes();
+        let id = sent[0].1.attr("id").unwrap().to_owned();
+        server
+            .route(remote_answer(&id, Some("item-not-found")))
+            .await;
+        assert_eq!(registrations().await, 0);
+        romeo
+            .send("<message to='juliet@localhost'><body>four</body></message>")
+            .await;
+        assert!(federation.publishes().is_empty());
     }
 
     #[tokio::test]

@@ -106,6 +106,8 @@ impl Client {
     pub(crate) fn recv(&mut self) -> Option<Element> {
         match self.next()? {
             Outbound::Xml(s) => Some(xml(&s)),
+            // What the connection would write: the shared bytes with this session's `to`.
+            Outbound::Fanout(f) => Some(xml(&f.to(self.session.jid.as_str()))),
             Outbound::Close(e, t) => panic!("stream closed: {e} {t:?}"),
         }
     }
@@ -251,6 +253,11 @@ pub(crate) mod roster_kit {
                         if el.name == "iq" && el.attr("id").is_some_and(|i| i.starts_with("push")) {
                             el.set_attr("id", "push");
                         }
+                        out.push(el.to_xml_in(NS_CLIENT));
+                    }
+                    Outbound::Fanout(f) => {
+                        let el = parse_stanza(&f.to(self.session.jid.as_str()))
+                            .expect("delivered XML parses");
                         out.push(el.to_xml_in(NS_CLIENT));
                     }
                     Outbound::Close(e, _) => out.push(format!("close {e}")),

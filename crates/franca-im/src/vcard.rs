@@ -2,8 +2,12 @@
 //! set one has an empty `<vCard/>`, as Prosody answers) and only the account itself may replace.
 //! The server answers on the account's behalf (the IQ goes to the bare JID, XEP-0054 §3.1 and
 //! §3.3), whether or not the user is online.
+//!
+//! With PEP on, a stored vCard's PHOTO is also published as the XEP-0084 avatar (XEP-0398
+//! §3.2, in [`crate::pep::avatar`]).
 
 use crate::offline::parse_stored;
+use crate::pep::{Pep, avatar};
 use franca_core::{IqRequest, IqResult, IqTarget, Module, Server};
 use franca_proto::errors::{StanzaError, StanzaErrorCondition as Cond};
 use franca_proto::ns::NS_VCARD;
@@ -14,7 +18,19 @@ use std::sync::Arc;
 /// produce (a few hundred pixels square), well below the stanza limit.
 pub const MAX_VCARD_BYTES: usize = 128 * 1024;
 
-pub struct VCard;
+#[derive(Default)]
+pub struct VCard {
+    /// PEP with XEP-0398 conversion on: vCard PHOTOs are published there.
+    pep: Option<Arc<Pep>>,
+}
+
+impl VCard {
+    pub fn new(pep: Option<Arc<Pep>>) -> VCard {
+        VCard {
+            pep: pep.filter(|p| p.avatars().is_some()),
+        }
+    }
+}
 
 fn empty() -> Element {
     Element::new("vCard", NS_VCARD)
@@ -67,6 +83,11 @@ impl Module for VCard {
             return Err(StanzaError::new(Cond::NotAcceptable)
                 .with_text(format!("vCard larger than {MAX_VCARD_BYTES} bytes")));
         }
+        // Checked before storing: a PHOTO that is not base64 is refused, not converted.
+        let photo = match &self.pep {
+            Some(_) => avatar::vcard_photo(payload)?,
+            None => None,
+        };
         server
             .store
             .set_vcard(user.as_str(), &xml)
@@ -75,6 +96,9 @@ impl Module for VCard {
                 tracing::error!(%user, "storage error storing vCard: {e}");
                 StanzaError::new(Cond::InternalServerError)
             })?;
+        if let Some(pep) = &self.pep {
+            avatar::publish_from_vcard(pep, server, &user, photo.as_ref()).await;
+        }
         Ok(None)
     }
 }
@@ -89,7 +113,7 @@ mod tests {
 
     #[tokio::test]
     async fn xep0054_3_1_own_vcard_is_empty_until_set() {
-        let server = server(vec![Arc::new(VCard)]).await;
+        let server = server(vec![Arc::new(VCard::default())]).await;
         let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
         juliet
             .send("<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>")
@@ -103,7 +127,7 @@ mod tests {
 
     #[tokio::test]
     async fn xep0054_3_2_update_own_vcard_then_3_3_others_read_it() {
-        let server = server(vec![Arc::new(VCard)]).await;
+        let server = server(vec![Arc::new(VCard::default())]).await;
         let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
         juliet
             .send(&format!("<iq type='set' id='v2'>{VCARD}</iq>"))
@@ -130,7 +154,7 @@ mod tests {
 
     #[tokio::test]
     async fn xep0054_3_2_only_the_user_may_update_it() {
-        let server = server(vec![Arc::new(VCard)]).await;
+        let server = server(vec![Arc::new(VCard::default())]).await;
         let mut romeo = Client::online(&server, "romeo@localhost/orchard", 0).await;
         romeo
             .send(&format!(
@@ -150,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn xep0054_oversized_vcard_is_not_acceptable() {
-        let server = server(vec![Arc::new(VCard)]).await;
+        let server = server(vec![Arc::new(VCard::default())]).await;
         let mut juliet = Client::online(&server, "juliet@localhost/balcony", 0).await;
         let photo = "A".repeat(MAX_VCARD_BYTES);
         juliet

@@ -27,10 +27,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use franca_core::Outbound;
+use franca_core::session::Serialised;
 use franca_proto::bosh::{
     self, Body, BoshSession, Condition, EndReason, Event, HttpResponse, RequestId, parse_body,
 };
-use franca_proto::c2s::{C2sOptions, C2sStream, Framing, with_client_ns};
+use franca_proto::c2s::{C2sOptions, C2sStream, Framing};
 use franca_proto::errors::StreamError;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -439,21 +440,23 @@ impl Task {
     async fn outbound(&mut self, first: Outbound) {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
-            match msg {
-                // Through the stream's XEP-0352/XEP-0198 bookkeeping, like every transport.
-                Outbound::Xml(xml) => match self.x.outbound_xml(xml) {
-                    Out::One(xml) => self.push_stanza(&xml),
-                    Out::Held => {}
-                    Out::Many(list) => {
-                        for xml in list {
-                            self.push_stanza(&xml);
-                        }
-                    }
-                },
+            let item = match msg {
+                Outbound::Xml(xml) => Serialised::Xml(xml),
+                Outbound::Fanout(f) => Serialised::Fanout(f),
                 Outbound::Close(error, text) => {
                     self.x.stream.fail(error, text.as_deref());
                     self.pump().await;
                     return self.handle(Vec::new()).await;
+                }
+            };
+            // Through the stream's XEP-0352/XEP-0198 bookkeeping, like every transport.
+            match self.x.outbound_stanza(item) {
+                Out::One(item) => self.push_stanza(&item),
+                Out::Held => {}
+                Out::Many(list) => {
+                    for item in &list {
+                        self.push_stanza(item);
+                    }
                 }
             }
             // Stream management may have closed the stream (too many unacknowledged).
@@ -468,8 +471,9 @@ impl Task {
 
     /// A stanza serialised for a `jabber:client` stream; a body's default namespace is
     /// httpbind, so the stanza declares its own.
-    fn push_stanza(&mut self, xml: &str) {
-        self.session.push_xml(with_client_ns(xml).into_owned());
+    fn push_stanza(&mut self, item: &Serialised) {
+        let xml = self.x.framed(item);
+        self.session.push_xml(xml);
     }
 
     /// Sends what is queued on the held requests.

@@ -11,6 +11,7 @@
 use crate::limits::{ConnectionGuard, ConnectionLimiter, LoginLimiter, ReadRate};
 use crate::stream::{Clock, Out, Step, XmppStream, recv};
 use crate::tls::{Tls, channel_binding};
+use franca_core::session::Serialised;
 use franca_core::{Outbound, Server};
 use franca_proto::c2s::{C2sConfig, C2sStream};
 use franca_proto::errors::StreamError;
@@ -337,15 +338,23 @@ impl Connection {
     async fn outbound(&mut self, first: Outbound) -> Option<End> {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
-            match msg {
-                Outbound::Xml(xml) => match self.x.outbound_xml(xml) {
-                    Out::One(xml) => self.out.push_str(&xml),
-                    Out::Held => {}
-                    Out::Many(list) => list.iter().for_each(|xml| self.out.push_str(xml)),
-                },
+            let item = match msg {
+                Outbound::Xml(xml) => Serialised::Xml(xml),
+                Outbound::Fanout(f) => Serialised::Fanout(f),
                 Outbound::Close(error, text) => {
                     self.x.stream.fail(error, text.as_deref());
                     return self.pump(&mut &[][..]).await;
+                }
+            };
+            // Straight into the write buffer: a fan-out stanza's shared bytes with this
+            // session's `to` in between, no copy of its own.
+            match self.x.outbound_stanza(item) {
+                Out::One(item) => self.x.write_stanza(&item, &mut self.out),
+                Out::Held => {}
+                Out::Many(list) => {
+                    for item in &list {
+                        self.x.write_stanza(item, &mut self.out);
+                    }
                 }
             }
             // A stream that ended (XEP-0198 limit) leaves the rest queued for the session's end.

@@ -1,12 +1,13 @@
 //! Franca's listeners and transports: c2s over TCP with STARTTLS or direct TLS (XEP-0368), XMPP
 //! over WebSocket (RFC 7395) and BOSH (XEP-0206), the HTTP endpoints (health, Prometheus metrics) over plain HTTP
 //! and HTTPS, one TLS port that carries both XMPP and HTTPS (ALPN), the local control socket for
-//! the CLI, and the connection and login limits that guard them. Transports only move bytes and
+//! the CLI, the XEP-0114 component listener, and the connection and login limits that guard them. Transports only move bytes and
 //! stanzas: all IM semantics are in `franca-core` and the module crates (DESIGN §2, "the router
 //! is the only road").
 
 pub mod bosh;
 pub mod c2s;
+pub mod component;
 pub mod control;
 pub mod cors;
 pub mod discovery;

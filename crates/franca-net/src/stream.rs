@@ -6,7 +6,7 @@
 //!
 //! XEP-0198 stream management and XEP-0352 client state indication live here too, so every
 //! transport gets them: the transport passes each queued stanza through
-//! [`XmppStream::outbound_xml`] (which counts it, or holds it for an inactive client) and
+//! [`XmppStream::outbound_stanza`] (which counts it, or holds it for an inactive client) and
 //! calls [`XmppStream::finish`] when the connection ends, which hibernates a resumable session
 //! instead of ending it. Their state is allocated only when a client turns either on.
 
@@ -15,6 +15,7 @@ mod sasl2;
 use crate::c2s::C2sContext;
 use franca_core::detached::{Hibernated, Lookup, TAKEOVER, read_queued};
 use franca_core::outbox::Receiver;
+use franca_core::session::Serialised;
 use franca_core::{Outbound, Session};
 use franca_proto::c2s::{Action, C2sStream};
 use franca_proto::csi::{ClientState, CsiQueue, Urgency};
@@ -38,14 +39,16 @@ pub(crate) enum Step {
     Close,
 }
 
-/// What a stanza from the session queue becomes on the wire ([`XmppStream::outbound_xml`]).
+/// What a stanza from the session queue becomes on the wire ([`XmppStream::outbound_stanza`]).
+/// A fan-out stanza stays shared here too; the transport writes it with
+/// [`XmppStream::write_stanza`] or [`XmppStream::framed`].
 pub(crate) enum Out {
     /// Write it (the common case, without allocating).
-    One(Arc<str>),
+    One(Serialised),
     /// Held for an inactive client (XEP-0352).
     Held,
     /// Write these, in order: held stanzas released by an urgent one, then that one.
-    Many(Vec<Arc<str>>),
+    Many(Vec<Serialised>),
 }
 
 /// Stanzas held at most for an inactive client; one more releases them all (`CsiQueue`).
@@ -68,9 +71,9 @@ pub(crate) struct TakenOver {
 /// XEP-0198 and XEP-0352 state of one stream; boxed and created only when the client enables
 /// either, so an idle session without them pays one pointer.
 struct Mobile {
-    sm: StreamManagement<Arc<str>>,
+    sm: StreamManagement<Serialised>,
     /// `Some` while the client is inactive.
-    csi: Option<CsiQueue<Arc<str>>>,
+    csi: Option<CsiQueue<Serialised>>,
     /// When the last stanza was written (for [`REQUEST_IDLE`]).
     last_sent: Instant,
     /// The resumption time granted.
@@ -244,20 +247,38 @@ impl XmppStream {
         session.send(&ping);
     }
 
+    /// The full JID a queued fan-out stanza is addressed to: this stream's session.
+    fn recipient(&self) -> &str {
+        // Stanzas are queued only for a bound session, so there is always one.
+        self.session.as_ref().map_or("", |s| s.jid.as_str())
+    }
+
+    /// Appends a stanza from the session queue to the transport's write buffer, as a
+    /// `jabber:client` stream carries it (a fan-out stanza gets this session's `to` here).
+    pub fn write_stanza(&self, item: &Serialised, out: &mut String) {
+        item.write_to(self.recipient(), out);
+    }
+
+    /// A stanza from the session queue as one standalone document (WebSocket, BOSH).
+    pub fn framed(&self, item: &Serialised) -> String {
+        item.framed(self.recipient())
+    }
+
     /// A stanza from the session queue is about to be written: with XEP-0352 inactive it may
     /// be held; with XEP-0198 every stanza written is kept until acknowledged, and an `<r/>`
     /// may follow (queued in the stream, so the transport must pump it afterwards).
-    pub fn outbound_xml(&mut self, xml: Arc<str>) -> Out {
+    pub fn outbound_stanza(&mut self, item: Serialised) -> Out {
         let Some(m) = self.mobile.as_deref_mut() else {
-            return Out::One(xml);
+            return Out::One(item);
         };
         let out = match &mut m.csi {
-            None => Out::One(xml),
+            None => Out::One(item),
             Some(queue) => {
-                let released = match read_queued(&xml) {
-                    Some(stanza) => queue.push_stanza(&stanza, xml),
+                // The rules never look at `to`, so a fan-out stanza is read without it.
+                let released = match read_queued(item.classifiable()) {
+                    Some(stanza) => queue.push_stanza(&stanza, item),
                     // Ours, so it parses; if not, delaying it helps nobody.
-                    None => queue.push(Urgency::Urgent, None, xml),
+                    None => queue.push(Urgency::Urgent, None, item),
                 };
                 if released.is_empty() {
                     return Out::Held;
@@ -287,12 +308,12 @@ impl XmppStream {
     /// must not be written: the stream is over (the unacknowledged limit was passed), and the
     /// stanza waits with the unacknowledged ones for the end of the session, so that it is
     /// neither lost nor, once stored offline, a duplicate of one the client did get.
-    fn record_sent(&mut self, xml: Arc<str>) -> bool {
+    fn record_sent(&mut self, item: Serialised) -> bool {
         let Some(m) = self.mobile.as_deref_mut() else {
             return true;
         };
         let closed = self.stream.is_closed();
-        if let Err(e) = m.sm.sent(xml) {
+        if let Err(e) = m.sm.sent(item) {
             if !closed {
                 tracing::debug!(peer = %self.peer, "{e}");
                 self.stream.fail_with(&e.to_element());
@@ -331,8 +352,9 @@ impl XmppStream {
     }
 
     /// Writes a stanza through the stream (not the transport's fast path), counted.
-    fn write_counted(&mut self, xml: Arc<str>) {
-        if self.record_sent(xml.clone()) {
+    fn write_counted(&mut self, item: Serialised) {
+        if self.record_sent(item.clone()) {
+            let xml = item.to_xml(self.recipient());
             self.stream.send_stanza_xml(&xml);
         }
     }
@@ -423,8 +445,8 @@ impl XmppStream {
                 let Some(mut queue) = self.mobile.as_deref_mut().and_then(|m| m.csi.take()) else {
                     return;
                 };
-                for xml in queue.flush() {
-                    self.write_counted(xml);
+                for item in queue.flush() {
+                    self.write_counted(item);
                 }
                 // An active client without stream management needs no state at all.
                 if self.mobile.as_ref().is_some_and(|m| !m.sm.is_enabled()) {
@@ -513,7 +535,7 @@ impl XmppStream {
         }));
         // Unacknowledged first, then what queued while it slept, in order.
         let mut backlog: Vec<Outbound> =
-            resumed.retransmit.into_iter().map(Outbound::Xml).collect();
+            resumed.retransmit.into_iter().map(Outbound::from).collect();
         while let Some(item) = rx.try_recv() {
             backlog.push(item);
         }
@@ -529,7 +551,8 @@ impl XmppStream {
     pub(crate) fn send_backlog(&mut self, backlog: Vec<Outbound>) {
         for item in backlog {
             match item {
-                Outbound::Xml(xml) => self.write_counted(xml),
+                Outbound::Xml(xml) => self.write_counted(Serialised::Xml(xml)),
+                Outbound::Fanout(f) => self.write_counted(Serialised::Fanout(f)),
                 // The old connection's <conflict/>, when it broke before reading it, is not
                 // for this one.
                 Outbound::Close(StreamError::Conflict, Some(t)) if t == TAKEOVER => {}
@@ -565,8 +588,8 @@ impl XmppStream {
         // ones, after them, so a resumption sends them and the counters stay in step.
         let mut held = csi.map(|mut q| q.flush()).unwrap_or_default();
         if sm.is_enabled() {
-            for xml in held.drain(..) {
-                let _ = sm.sent(xml);
+            for item in held.drain(..) {
+                let _ = sm.sent(item);
             }
         }
         if let Some(id) = sm.resumption_id().map(str::to_owned) {

@@ -4,7 +4,9 @@
 //! is one XML document that the sans-IO [`C2sStream`] reads in its WebSocket framing, and each
 //! element it writes goes out as one message. Login, binding and routing are the same
 //! [`XmppStream`] TCP streams use; stanzas from the session queue, serialised once for a
-//! `jabber:client` stream, get their namespace spliced in ([`with_client_ns`]).
+//! `jabber:client` stream, get their namespace spliced in
+//! ([`with_client_ns`](franca_proto::c2s::with_client_ns); a shared fan-out stanza gets it
+//! with its `to`, in the one copy each message needs).
 //!
 //! A WebSocket stream is treated as secure (SASL allowed without STARTTLS, which RFC 7395
 //! §3.9 rules out) when it came over TLS (`wss://` on the `https` listener or the multiplexed
@@ -19,7 +21,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use franca_core::Outbound;
-use franca_proto::c2s::{C2sOptions, C2sStream, Framing, with_client_ns};
+use franca_core::session::Serialised;
+use franca_proto::c2s::{C2sOptions, C2sStream, Framing};
 use franca_proto::errors::StreamError;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -145,25 +148,27 @@ async fn pump(x: &mut XmppStream, socket: &mut WebSocket, frame: &[u8]) -> Optio
 async fn outbound(x: &mut XmppStream, socket: &mut WebSocket, first: Outbound) -> Option<End> {
     let mut next = Some(first);
     while let Some(msg) = next.take() {
-        match msg {
-            Outbound::Xml(xml) => match x.outbound_xml(xml) {
-                Out::One(xml) => {
-                    if send_stanza(socket, &xml).await.is_err() {
-                        return Some(End::Broken);
-                    }
-                }
-                Out::Held => {}
-                Out::Many(list) => {
-                    for xml in list {
-                        if send_stanza(socket, &xml).await.is_err() {
-                            return Some(End::Broken);
-                        }
-                    }
-                }
-            },
+        let item = match msg {
+            Outbound::Xml(xml) => Serialised::Xml(xml),
+            Outbound::Fanout(f) => Serialised::Fanout(f),
             Outbound::Close(error, text) => {
                 x.stream.fail(error, text.as_deref());
                 return pump(x, socket, &[]).await;
+            }
+        };
+        match x.outbound_stanza(item) {
+            Out::One(item) => {
+                if send_stanza(socket, x.framed(&item)).await.is_err() {
+                    return Some(End::Broken);
+                }
+            }
+            Out::Held => {}
+            Out::Many(list) => {
+                for item in &list {
+                    if send_stanza(socket, x.framed(item)).await.is_err() {
+                        return Some(End::Broken);
+                    }
+                }
             }
         }
         if !x.stream.is_closed() {
@@ -177,8 +182,8 @@ async fn outbound(x: &mut XmppStream, socket: &mut WebSocket, first: Outbound) -
     None
 }
 
-/// One stanza from the session queue, as its own message with the namespace declared.
-async fn send_stanza(socket: &mut WebSocket, xml: &str) -> Result<(), axum::Error> {
-    let text = with_client_ns(xml).into_owned();
+/// One stanza from the session queue, as its own message with the namespace declared
+/// ([`XmppStream::framed`]).
+async fn send_stanza(socket: &mut WebSocket, text: String) -> Result<(), axum::Error> {
     socket.send(Message::Text(text.into())).await
 }

@@ -19,7 +19,7 @@ mod bosh;
 mod sasl2;
 mod websocket;
 
-pub use websocket::with_client_ns;
+pub use websocket::{client_ns_insertion, with_client_ns};
 
 use crate::errors::StreamError;
 use crate::ns::{

@@ -4,6 +4,8 @@
 //!
 //! * [`c2s`] — the client-to-server stream negotiation state machine (RFC 6120 §4-§7), over
 //!   TCP or with XMPP-over-WebSocket framing (RFC 7395).
+//! * [`component`] — the accepting side of XEP-0114 external components (handshake,
+//!   per-domain secrets, `from` checks).
 //! * [`bosh`] — BOSH sessions for XMPP over HTTP (XEP-0124, XEP-0206).
 //! * [`ns`] — namespace names of RFC 6120/6121 and the XEPs the server implements.
 //! * [`errors`] — stream errors (RFC 6120 §4.9) and stanza errors (RFC 6120 §8.3), and the
@@ -16,17 +18,23 @@
 //!   resumed) and set up in one round trip.
 //! * [`sm`] — XEP-0198 stream management: acks, the unacknowledged queue, resumption.
 //! * [`csi`] — XEP-0352 client state indication: which stanzas an inactive client gets now.
+//! * [`dialback`] — XEP-0220 server dialback elements and XEP-0185 dialback keys.
+//! * [`s2s`] — server-to-server stream headers, features, SASL EXTERNAL (XEP-0178) and the
+//!   `jabber:server` ↔ `jabber:client` stanza namespace.
 //! * [`jidprep`] — localpart and bare-JID preparation (RFC 6122 stringprep via the `jid`
 //!   crate, RFC 7622 / RFC 8265 PRECIS).
 
 pub mod bind2;
 pub mod bosh;
 pub mod c2s;
+pub mod component;
 pub mod csi;
+pub mod dialback;
 pub mod errors;
 pub mod fast;
 pub mod jidprep;
 pub mod ns;
+pub mod s2s;
 pub mod sasl;
 pub mod sasl2;
 pub mod sm;

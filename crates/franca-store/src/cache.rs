@@ -592,6 +592,11 @@ impl Store for RosterCache {
     async fn archive_expire(&self, before_us: i64, limit: u32) -> Result<u64> {
         self.inner.archive_expire(before_us, limit).await
     }
+    async fn archive_expire_owner(&self, owner: &str, before_us: i64, limit: u32) -> Result<u64> {
+        self.inner
+            .archive_expire_owner(owner, before_us, limit)
+            .await
+    }
     async fn archive_remove(&self, owner: &str) -> Result<u64> {
         self.inner.archive_remove(owner).await
     }
@@ -626,6 +631,14 @@ impl Store for RosterCache {
     }
     async fn unsubscribe_pubsub(&self, owner: &str, node: &str, jid: &str) -> Result<bool> {
         self.inner.unsubscribe_pubsub(owner, node, jid).await
+    }
+
+    async fn federation_barred(&self, user: &str) -> Result<bool> {
+        self.inner.federation_barred(user).await
+    }
+
+    async fn set_federation_barred(&self, user: &str, barred: bool) -> Result<()> {
+        self.inner.set_federation_barred(user, barred).await
     }
 
     async fn close(&self) {
@@ -843,6 +856,16 @@ mod tests {
         async fn archive_expire(&self, before_us: i64, limit: u32) -> Result<u64> {
             self.inner.archive_expire(before_us, limit).await
         }
+        async fn archive_expire_owner(
+            &self,
+            owner: &str,
+            before_us: i64,
+            limit: u32,
+        ) -> Result<u64> {
+            self.inner
+                .archive_expire_owner(owner, before_us, limit)
+                .await
+        }
         async fn archive_remove(&self, owner: &str) -> Result<u64> {
             self.inner.archive_remove(owner).await
         }
@@ -888,6 +911,12 @@ mod tests {
         }
         async fn unsubscribe_pubsub(&self, owner: &str, node: &str, jid: &str) -> Result<bool> {
             self.inner.unsubscribe_pubsub(owner, node, jid).await
+        }
+        async fn federation_barred(&self, user: &str) -> Result<bool> {
+            self.inner.federation_barred(user).await
+        }
+        async fn set_federation_barred(&self, user: &str, barred: bool) -> Result<()> {
+            self.inner.set_federation_barred(user, barred).await
         }
 
         async fn close(&self) {

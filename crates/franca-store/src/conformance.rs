@@ -62,6 +62,8 @@ pub async fn run_all(store: &dyn Store) {
     mam_prefs(store).await;
     muc_rooms(store).await;
     pubsub_subscriptions(store).await;
+    muc_mam_pubsub_edges(store).await;
+    federation_bars(store).await;
     import_accounts(store).await;
     remove_user_deletes_everything(store).await;
     assert_eq!(
@@ -753,6 +755,46 @@ async fn remove_user_deletes_everything(store: &dyn Store) {
     assert_nothing_stored(store, keep).await;
 }
 
+/// The per-account federation bar: set, idempotent, lifted, per account, gone with the account.
+async fn federation_bars(store: &dyn Store) {
+    let (u, other) = ("nofed@a.example", "fed@a.example");
+    err!(
+        store.set_federation_barred(u, true),
+        StoreError::UnknownUser(_)
+    );
+    err!(
+        store.set_federation_barred(u, false),
+        StoreError::UnknownUser(_)
+    );
+    assert!(!ok!(store.federation_barred(u)));
+    new_user(store, u).await;
+    new_user(store, other).await;
+    assert!(!ok!(store.federation_barred(u)), "not barred by default");
+
+    ok!(store.set_federation_barred(u, true));
+    // Barring again is not an error.
+    ok!(store.set_federation_barred(u, true));
+    assert!(ok!(store.federation_barred(u)));
+    assert!(
+        !ok!(store.federation_barred(other)),
+        "the bar is per account"
+    );
+
+    ok!(store.set_federation_barred(u, false));
+    assert!(!ok!(store.federation_barred(u)));
+    // Lifting a bar that is not there is not an error either.
+    ok!(store.set_federation_barred(u, false));
+
+    // Removing the account removes its bar: a new account of the same name is not barred.
+    ok!(store.set_federation_barred(u, true));
+    ok!(store.remove_user(u));
+    assert!(!ok!(store.federation_barred(u)));
+    new_user(store, u).await;
+    assert!(!ok!(store.federation_barred(u)));
+    ok!(store.remove_user(u));
+    ok!(store.remove_user(other));
+}
+
 /// A FAST token for `client` whose hash depends on `seed`, expiring at `expires_us`.
 fn token(client: &str, seed: u8, expires_us: i64) -> FastToken {
     FastToken {
@@ -1336,7 +1378,16 @@ async fn mam_archives(store: &dyn Store) {
     assert_eq!(page_ids(&page), ["05", "06", "07", "08", "09"]);
     assert_eq!(ok!(store.archive_query(other, &q(10))).count, 0);
 
-    assert_eq!(ok!(store.archive_remove(u)), 5);
+    // One owner's own retention (a room's): only its rows, oldest first, in batches.
+    ok!(store.archive_messages(&[archived(other, "06", 107, alice, false)]));
+    assert_eq!(ok!(store.archive_expire_owner(u, 108, 2)), 2);
+    assert_eq!(ok!(store.archive_expire_owner(u, 108, 2)), 1);
+    assert_eq!(ok!(store.archive_expire_owner(u, 108, 2)), 0);
+    assert_eq!(page_ids(&ok!(store.archive_query(u, &q(10)))), ["08", "09"]);
+    assert_eq!(ok!(store.archive_query(other, &q(10))).count, 1);
+    assert_eq!(ok!(store.archive_remove(other)), 1);
+
+    assert_eq!(ok!(store.archive_remove(u)), 2);
     assert_eq!(ok!(store.archive_query(u, &q(10))).count, 0);
     assert_eq!(ok!(store.archive_remove(u)), 0);
 }
@@ -1369,6 +1420,7 @@ fn aff(jid: &str, affiliation: &str, reason: Option<&str>) -> MucAffiliation {
         jid: jid.to_owned(),
         affiliation: affiliation.to_owned(),
         reason: reason.map(str::to_owned),
+        nick: None,
     }
 }
 
@@ -1441,13 +1493,27 @@ async fn muc_rooms(store: &dyn Store) {
             aff("m@a.example", "member", None)
         ]
     );
+    // A reserved nickname goes with its affiliation, and a change of affiliation replaces it.
+    let with_nick = MucAffiliation {
+        nick: Some("M \u{e9}".to_owned()),
+        ..aff("m@a.example", "member", None)
+    };
+    ok!(store.set_muc_affiliations(&room.jid, std::slice::from_ref(&with_nick)));
+    assert_eq!(ok!(store.muc_rooms(svc))[1].affiliations[1], with_nick);
+    ok!(store.set_muc_affiliations(&room.jid, &[aff("m@a.example", "admin", None)]));
+    assert_eq!(
+        ok!(store.muc_rooms(svc))[1].affiliations[1],
+        aff("m@a.example", "admin", None)
+    );
+    ok!(store.set_muc_affiliations(&room.jid, std::slice::from_ref(&with_nick)));
     // Many at once (more than one statement's worth).
     let many: Vec<MucAffiliation> = (0..700)
         .map(|i| aff(&format!("u{i:04}@a.example"), "member", None))
         .collect();
     ok!(store.set_muc_affiliations(&room.jid, &many));
     assert_eq!(ok!(store.muc_rooms(svc))[1].affiliations.len(), 702);
-    // Replacing the whole list.
+    // Replacing the whole list, nicknames with it.
+    room.affiliations[0].nick = Some("Al".to_owned());
     ok!(store.put_muc_room(svc, &room, true));
     assert_eq!(ok!(store.muc_rooms(svc))[1], room);
 
@@ -1504,4 +1570,149 @@ async fn pubsub_subscriptions(store: &dyn Store) {
     );
     assert!(ok!(store.delete_pubsub_node(svc, node)));
     assert!(ok!(store.delete_pubsub_node(svc, "other")));
+}
+
+// ---- MUC, MAM and PubSub under concurrency and removal (issue 5): what the modules rely on
+// beyond the single-caller checks above.
+
+/// Caps and trimming hold when callers race (PostgreSQL runs them on separate connections):
+/// the node cap, `max_items`, and a service node's subscriber cap; a removed room leaves no
+/// affiliation behind for a room created again under its JID; archive preferences are per
+/// account; node configurations and stamps round-trip exactly.
+async fn muc_mam_pubsub_edges(store: &dyn Store) {
+    let u = "edges@a.example";
+    new_user(store, u).await;
+
+    // Eight new nodes at once against a cap of three: exactly three are created.
+    let puts = (0..8).map(|i| {
+        let node = ps_node(&format!("n{i}"), "c");
+        async move { ok!(store.put_pubsub_node(u, &node, 3)) }
+    });
+    let created = join_all(puts).await;
+    assert_eq!(
+        created.iter().filter(|c| **c).count(),
+        3,
+        "concurrent node creation against the cap: {created:?}"
+    );
+    let nodes = ok!(store.pubsub_nodes(u));
+    assert_eq!(nodes.len(), 3);
+    let node = nodes[0].node.clone();
+
+    // Twelve publishes at once with max_items 2: two items are left, with distinct stamps
+    // (publish order), whatever order the writes took.
+    let publishes = (0..12).map(|i| {
+        let item = ps_item(&format!("i{i:02}"), 7, "<p/>");
+        let node = node.as_str();
+        async move { ok!(store.publish_pubsub_item(u, node, &item, 2)) }
+    });
+    assert!(join_all(publishes).await.into_iter().all(|stored| stored));
+    let left = ok!(store.pubsub_items(u, &node, &[], 100));
+    assert_eq!(left.len(), 2, "trimmed to max_items: {:?}", ids(&left));
+    assert!(left[0].stamp_us > left[1].stamp_us);
+
+    // A node configuration with quotes, markup and non-ASCII text is kept byte for byte, and
+    // replacing it keeps the items.
+    let config = "<x xmlns='jabber:x:data' type='submit'><field var='pubsub#title'><value>\u{e9}\u{1F600} &lt;'\"</value></field></x>";
+    assert!(ok!(store.put_pubsub_node(u, &ps_node(&node, config), 3)));
+    assert_eq!(
+        ok!(store.pubsub_node(u, &node)).map(|n| n.config),
+        Some(config.to_owned())
+    );
+    assert_eq!(ok!(store.pubsub_items(u, &node, &[], 100)).len(), 2);
+    // Operations on a node that is not there change nothing and say so.
+    assert!(!ok!(store.retract_pubsub_item(u, "absent", "i00")));
+    assert_eq!(ok!(store.purge_pubsub_node(u, "absent")), 0);
+    assert!(!ok!(store.delete_pubsub_node(u, "absent")));
+    assert!(ok!(store.pubsub_items(u, "absent", &[], 10)).is_empty());
+
+    // Six subscribers at once against a cap of four on a service node.
+    let (svc, topic) = ("pubsub.edges.example", "topic");
+    assert!(ok!(store.put_pubsub_node(svc, &ps_node(topic, "c"), 1)));
+    let subs = (0..6).map(|i| {
+        let jid = format!("s{i}@edges.example");
+        async move { ok!(store.subscribe_pubsub(svc, topic, &jid, 4)) }
+    });
+    let subscribed = join_all(subs).await;
+    assert_eq!(
+        subscribed.iter().filter(|s| **s).count(),
+        4,
+        "concurrent subscriptions against the cap: {subscribed:?}"
+    );
+    assert_eq!(ok!(store.pubsub_subscribers(svc, topic)).len(), 4);
+    // The service's node is not the account's, and the account's removal leaves it.
+    assert_eq!(ok!(store.pubsub_node(u, topic)), None);
+    assert!(ok!(store.pubsub_subscribers(u, topic)).is_empty());
+
+    // Archive preferences are per account.
+    let other = "edges-other@a.example";
+    new_user(store, other).await;
+    let mine = prefs("roster", &["x@b.example"], &[]);
+    let theirs = prefs("always", &[], &["y@b.example", "z@b.example"]);
+    ok!(store.set_archive_prefs(u, &mine));
+    ok!(store.set_archive_prefs(other, &theirs));
+    assert_eq!(ok!(store.archive_prefs(u)), Some(mine));
+    assert_eq!(ok!(store.archive_prefs(other)), Some(theirs.clone()));
+
+    // Concurrent archive writes of one owner under distinct ids are all kept, in id order.
+    let owner = "room@muc.edges.example";
+    let writes = (0..6).map(|i| {
+        let m = archived(owner, &format!("{i:02}"), 500 + i, u, false);
+        async move { ok!(store.archive_messages(&[m])) }
+    });
+    join_all(writes).await;
+    let page = ok!(store.archive_query(
+        owner,
+        &ArchiveQuery {
+            max: 10,
+            ..ArchiveQuery::default()
+        }
+    ));
+    assert_eq!(page_ids(&page), ["00", "01", "02", "03", "04", "05"]);
+    assert_eq!(ok!(store.archive_remove(owner)), 6);
+
+    // A removed room takes its affiliations: a room made again under its JID starts without.
+    let service = "conference.edges.example";
+    let room = MucRoom {
+        jid: format!("again@{service}"),
+        config: "<x/>".to_owned(),
+        affiliations: vec![
+            aff("o@a.example", "owner", None),
+            aff("bad@b.example", "outcast", Some("spam")),
+        ],
+        ..MucRoom::default()
+    };
+    ok!(store.put_muc_room(service, &room, true));
+    assert!(ok!(store.remove_muc_room(&room.jid)));
+    let bare = MucRoom {
+        affiliations: Vec::new(),
+        ..room.clone()
+    };
+    ok!(store.put_muc_room(service, &bare, false));
+    assert_eq!(ok!(store.muc_rooms(service)), std::slice::from_ref(&bare));
+    // Affiliation changes on several rooms at once land each in its own room.
+    let second = MucRoom {
+        jid: format!("second@{service}"),
+        ..bare.clone()
+    };
+    ok!(store.put_muc_room(service, &second, false));
+    let member = |room: &str| format!("{}-member@a.example", &room[..room.find('@').unwrap_or(0)]);
+    let changes = [bare.jid.clone(), second.jid.clone()].map(|jid| async move {
+        ok!(store.set_muc_affiliations(&jid, &[aff(&member(&jid), "member", None)]));
+    });
+    join_all(changes).await;
+    let rooms = ok!(store.muc_rooms(service));
+    assert_eq!(rooms.len(), 2);
+    for r in &rooms {
+        assert_eq!(r.affiliations, [aff(&member(&r.jid), "member", None)]);
+    }
+    assert!(ok!(store.remove_muc_room(&bare.jid)));
+    assert!(ok!(store.remove_muc_room(&second.jid)));
+    assert!(ok!(store.muc_rooms(service)).is_empty());
+
+    ok!(store.remove_user(u));
+    ok!(store.remove_user(other));
+    assert!(ok!(store.pubsub_nodes(u)).is_empty());
+    assert_eq!(ok!(store.pubsub_subscribers(svc, topic)).len(), 4);
+    assert!(ok!(store.delete_pubsub_node(svc, topic)));
+    assert!(ok!(store.pubsub_subscribers(svc, topic)).is_empty());
 }

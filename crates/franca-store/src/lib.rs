@@ -252,6 +252,9 @@ pub trait Store: Send + Sync + 'static {
     /// Delete at most `limit` messages archived before `before_us`, of every owner; returns
     /// how many (the expiry job calls it until it returns less than `limit`).
     async fn archive_expire(&self, before_us: i64, limit: u32) -> Result<u64>;
+    /// Delete at most `limit` of `owner`'s messages archived before `before_us`; returns how
+    /// many (a room's own retention, shorter than the server's).
+    async fn archive_expire_owner(&self, owner: &str, before_us: i64, limit: u32) -> Result<u64>;
     /// Delete `owner`'s whole archive; returns how many messages.
     async fn archive_remove(&self, owner: &str) -> Result<u64>;
     /// The account's XEP-0313 preferences; `None` when it never set any.
@@ -282,6 +285,14 @@ pub trait Store: Send + Sync + 'static {
     async fn subscribe_pubsub(&self, owner: &str, node: &str, jid: &str, max: u32) -> Result<bool>;
     /// Remove the subscription; false when there was none.
     async fn unsubscribe_pubsub(&self, owner: &str, node: &str, jid: &str) -> Result<bool>;
+
+    // ---- federation bar (issue 6 §2): accounts that may not exchange stanzas with remote
+    // domains. Removing the account removes its bar.
+    /// Whether `user` is barred from federating; false for an account that does not exist.
+    async fn federation_barred(&self, user: &str) -> Result<bool>;
+    /// Bar `user` from federating, or lift the bar. Setting what is already set is not an
+    /// error. `UnknownUser` when absent.
+    async fn set_federation_barred(&self, user: &str, barred: bool) -> Result<()>;
 
     // ---- bulk import
     /// Create these accounts with their data. An account that already exists is left as it

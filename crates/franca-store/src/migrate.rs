@@ -52,6 +52,16 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "pubsub_subscriptions",
         sql: include_str!("../migrations/sqlite/0007_pubsub_subscriptions.sql"),
     },
+    Migration {
+        version: 8,
+        name: "federation_bars",
+        sql: include_str!("../migrations/sqlite/0008_federation_bars.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "muc_nicks",
+        sql: include_str!("../migrations/sqlite/0009_muc_nicks.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -89,6 +99,16 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 7,
         name: "pubsub_subscriptions",
         sql: include_str!("../migrations/postgres/0007_pubsub_subscriptions.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "federation_bars",
+        sql: include_str!("../migrations/postgres/0008_federation_bars.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "muc_nicks",
+        sql: include_str!("../migrations/postgres/0009_muc_nicks.sql"),
     },
 ];
 

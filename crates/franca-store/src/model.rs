@@ -261,4 +261,6 @@ pub struct MucAffiliation {
     pub affiliation: String,
     /// Why (for outcasts: the ban reason shown to the user).
     pub reason: Option<String>,
+    /// The nickname reserved for the user in this room (XEP-0045 §7.10), if any.
+    pub nick: Option<String>,
 }

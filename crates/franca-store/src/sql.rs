@@ -15,6 +15,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
 
+mod federation;
 mod mam;
 mod muc;
 mod pubsub;
@@ -1171,6 +1172,10 @@ impl Store for SqlStore {
     async fn archive_expire(&self, before_us: i64, limit: u32) -> Result<u64> {
         self.archive_expire_impl(before_us, limit).await
     }
+    async fn archive_expire_owner(&self, owner: &str, before_us: i64, limit: u32) -> Result<u64> {
+        self.archive_expire_owner_impl(owner, before_us, limit)
+            .await
+    }
     async fn archive_remove(&self, owner: &str) -> Result<u64> {
         self.archive_remove_impl(owner).await
     }
@@ -1204,6 +1209,14 @@ impl Store for SqlStore {
     }
     async fn unsubscribe_pubsub(&self, owner: &str, node: &str, jid: &str) -> Result<bool> {
         self.unsubscribe_pubsub_impl(owner, node, jid).await
+    }
+
+    // ---- federation bar (in sql/federation.rs)
+    async fn federation_barred(&self, user: &str) -> Result<bool> {
+        self.federation_barred_impl(user).await
+    }
+    async fn set_federation_barred(&self, user: &str, barred: bool) -> Result<()> {
+        self.set_federation_barred_impl(user, barred).await
     }
 
     async fn close(&self) {

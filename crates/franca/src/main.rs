@@ -58,6 +58,20 @@ enum UserCommand {
     /// Revoke every XEP-0484 FAST token of an account: its clients must log in with the
     /// password again.
     RevokeTokens { jid: String },
+    /// Allow or deny an account's exchange of stanzas with other servers (federation); without
+    /// allow|deny, show which applies. A running server applies a change within 5 seconds.
+    Federation {
+        jid: String,
+        action: Option<FederationAction>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FederationAction {
+    /// The server's [s2s] policy alone decides (the default).
+    Allow,
+    /// The account may not exchange stanzas with other servers.
+    Deny,
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {

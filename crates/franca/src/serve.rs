@@ -73,6 +73,16 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
     server.start_modules().await;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // RFC 6120 federation: outbound whenever policy lets a stanza go out (closed: bounced with
+    // the policy's text), inbound on the `s2s` listeners. Set before any connection is
+    // accepted, so no stanza meets a server without it.
+    let federation = franca_s2s::S2s::new(
+        &server.config,
+        Arc::new(franca_s2s::policy::AccountFlag::new(store.clone())),
+        shutdown_rx.clone(),
+    )
+    .map_err(|e| format!("s2s: {e}"))?;
+    server.federation.set(federation.clone());
     let preauth: PreAuthHandler = Arc::new(|server, ip, iq| {
         Box::pin(async move { franca_im::register::preauth(&server, ip, iq).await })
     });
@@ -103,6 +113,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
         .await
         .map_err(|e| e.to_string())?;
     let multiplex = franca_net::bind_all("multiplex", &listen.multiplex)
+        .await
+        .map_err(|e| e.to_string())?;
+    let s2s = franca_net::bind_all("s2s", &listen.s2s)
         .await
         .map_err(|e| e.to_string())?;
     let mut tasks = Vec::new();
@@ -166,6 +179,37 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
             }
         }));
     }
+    if !server.config.component.is_empty() {
+        // XEP-0114: opened only when components are configured.
+        let listeners = franca_net::bind_all("component", &listen.component)
+            .await
+            .map_err(|e| e.to_string())?;
+        let config = franca_proto::component::ComponentConfig {
+            secrets: server
+                .config
+                .component
+                .iter()
+                .map(|c| (c.domain.clone(), c.secret.clone()))
+                .collect(),
+            limits: ctx.stream.limits,
+        };
+        let components = Arc::new(franca_net::component::ComponentContext::new(
+            server.clone(),
+            config,
+            shutdown_rx.clone(),
+        ));
+        for l in listeners {
+            log_listener("component (XEP-0114)", &l);
+            tasks.push(tokio::spawn(franca_net::component::accept(
+                l,
+                components.clone(),
+            )));
+        }
+    }
+    for l in &s2s {
+        log_listener("s2s (RFC 6120 server-to-server)", l);
+    }
+    tasks.extend(federation.listen(&server, s2s));
     let control_path = server.config.server.data_dir.join("franca.sock");
     tokio::spawn(franca_net::control::serve(control_path, server.clone()));
 

@@ -1,9 +1,10 @@
 //! `franca user …`: account administration straight against storage, so it works whether or not
 //! the server is running (a running server reads credentials and XEP-0484 FAST tokens at each
 //! login, so a revoked token is refused at once). Removing an account
-//! also asks a running server, over its control socket, to end the account's sessions.
+//! also asks a running server, over its control socket, to end the account's sessions. The
+//! federation bar (`user federation`) is read by a running server through a 5-second cache.
 
-use crate::UserCommand;
+use crate::{FederationAction, UserCommand};
 use franca_core::Config;
 use jid::BareJid;
 use std::io::{BufRead, IsTerminal};
@@ -88,7 +89,43 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), String> {
                 return Err(format!("domain {d} is not served by this server"));
             }
             for user in store.list_users(domain.as_deref()).await.map_err(db)? {
-                println!("{user}");
+                if store.federation_barred(&user).await.map_err(db)? {
+                    println!("{user} (federation denied)");
+                } else {
+                    println!("{user}");
+                }
+            }
+            Ok(())
+        }
+        UserCommand::Federation { jid, action } => {
+            let user = account(&config, &jid, false)?;
+            if !store.user_exists(user.as_str()).await.map_err(db)? {
+                return Err(format!("unknown user {user}"));
+            }
+            match action {
+                None => {
+                    let barred = store.federation_barred(user.as_str()).await.map_err(db)?;
+                    println!(
+                        "{user}: federation {}",
+                        if barred { "denied" } else { "allowed" }
+                    );
+                }
+                Some(action) => {
+                    let deny = matches!(action, FederationAction::Deny);
+                    match store.set_federation_barred(user.as_str(), deny).await {
+                        Ok(()) => {}
+                        Err(franca_store::StoreError::UnknownUser(_)) => {
+                            return Err(format!("unknown user {user}"));
+                        }
+                        Err(e) => return Err(db(e)),
+                    }
+                    // No control-socket message: the server caches the flag for
+                    // franca_s2s::policy::ACCOUNT_FLAG_TTL (5 s) and then reads it again.
+                    println!(
+                        "federation {} for {user} (a running server applies it within 5 seconds)",
+                        if deny { "denied" } else { "allowed" }
+                    );
+                }
             }
             Ok(())
         }

@@ -1,11 +1,14 @@
-//! The scenarios of notes D-perf §4 (M1–M4, M7), each driving one prepared server through the
+//! The scenarios of notes D-perf §4 (M1–M7), each driving one prepared server through the
 //! worker pool and measuring the server from /proc. Provisioning (accounts, rosters) is here
 //! too: it happens once per server, outside every timed window.
 
+pub mod archive;
 pub mod m1;
 pub mod m2;
 pub mod m3;
 pub mod m4;
+pub mod m5;
+pub mod m6;
 pub mod m7;
 pub mod rosters;
 pub mod seed;
@@ -30,6 +33,12 @@ pub struct Env {
     pub seed: u64,
     /// The same server on the populated store of M7 ([`seed`]), when M7 on it was asked for.
     pub populated: Option<ServerDir>,
+    /// The same server with group chat for M5 (accounts provisioned), when M5 was asked for.
+    pub muc: Option<ServerDir>,
+    /// The same server with its message archive filled for M6 ([`archive`]), when M6 was
+    /// asked for; for Franca also one on PostgreSQL when a database was given.
+    pub archive: Option<(ServerDir, archive::Stored)>,
+    pub archive_pg: Option<(ServerDir, archive::Stored)>,
 }
 
 impl Env {

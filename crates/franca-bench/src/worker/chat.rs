@@ -44,13 +44,17 @@ pub async fn run(w: &mut Worker, rate: f64, secs: f64, pad: usize, drain_secs: f
             w.shared.error("sending session is gone");
         }
     }
-    // Drain: until nothing arrived for a second, or the drain time is up.
+    drain(&w.shared, drain_secs).await;
+}
+
+/// Waits until nothing arrived for a second, or `drain_secs` are up.
+pub async fn drain(shared: &super::Shared, drain_secs: f64) {
     let deadline = Instant::now() + Duration::from_secs_f64(drain_secs);
-    let mut last = w.shared.received.load(Relaxed);
+    let mut last = shared.received.load(Relaxed);
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let r = w.shared.received.load(Relaxed);
+        let r = shared.received.load(Relaxed);
         if r != last {
             last = r;
             quiet_since = Instant::now();

@@ -3,6 +3,8 @@
 
 mod chat;
 mod logins;
+mod mam;
+mod muc;
 mod session;
 mod shared;
 
@@ -29,6 +31,8 @@ pub struct Handle {
     pub tx: mpsc::UnboundedSender<Out>,
     pub both: Arc<AtomicU32>,
     pub task: JoinHandle<()>,
+    /// Asked to enter the room of M5.
+    pub in_room: bool,
 }
 
 /// The worker's state between commands.
@@ -148,6 +152,39 @@ impl Worker {
                 hold_secs,
             } => logins::run(self, rate, secs, hold_secs).await,
             Command::Subscribe { contacts, secs } => self.subscribe(contacts, secs).await,
+            Command::MucJoin {
+                room,
+                rate,
+                upto,
+                secs,
+            } => muc::join(self, &room, rate, upto as usize, secs).await,
+            Command::MucChat {
+                room,
+                senders,
+                rate,
+                secs,
+                body,
+                drain_secs,
+            } => muc::chat(self, &room, &senders, rate, secs, body, drain_secs).await,
+            Command::MamQuery {
+                kind,
+                rate,
+                secs,
+                page,
+                pages,
+                partners,
+                drain_secs,
+            } => {
+                let q = mam::Queries {
+                    kind,
+                    rate,
+                    secs,
+                    page,
+                    pages,
+                    partners,
+                };
+                mam::run(self, &q, drain_secs).await
+            }
             Command::Collect { secs } => {
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
             }
@@ -302,6 +339,7 @@ async fn open_session(
     let (tx, rx) = mpsc::unbounded_channel();
     let both = Arc::new(AtomicU32::new(0));
     let me = Me {
+        name: user.clone(),
         prefix,
         domain: ctx.target.domain.clone(),
         online_ns: s.presence_ns,
@@ -320,6 +358,7 @@ async fn open_session(
         tx,
         both,
         task,
+        in_room: false,
     });
 }
 

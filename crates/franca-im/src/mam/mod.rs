@@ -180,8 +180,30 @@ pub async fn answer_query(
     origin: Option<&Arc<Session>>,
     query: &Element,
 ) -> IqResult {
+    answer_query_as(
+        server,
+        (owner, query::WithJid::Bare),
+        requester,
+        origin,
+        query,
+        &|_| {},
+    )
+    .await
+}
+
+/// [`answer_query`] for another kind of archive: `with` matched as `owner.1` says, and `edit`
+/// applied to every archived message before it is sent (a room removes the real JIDs the
+/// requester may not see).
+pub async fn answer_query_as(
+    server: &Arc<Server>,
+    (owner, with_jid): (&str, query::WithJid),
+    requester: &Jid,
+    origin: Option<&Arc<Session>>,
+    query: &Element,
+    edit: &(dyn Fn(&mut Element) + Sync),
+) -> IqResult {
     let max_page = server.config.mam.max_page.clamp(1, MAX_PAGE);
-    let q = query::parse(query, max_page)?;
+    let q = query::parse_as(query, max_page, with_jid)?;
     let internal = |e: franca_store::StoreError| {
         tracing::error!(owner, "storage error querying the archive: {e}");
         StanzaError::new(Cond::InternalServerError)
@@ -202,7 +224,8 @@ pub async fn answer_query(
     }
     let to = requester.to_string();
     for m in &sent {
-        let Some(msg) = result::result_message(owner, &to, q.queryid.as_deref(), m) else {
+        let Some(msg) = result::result_message_edited(owner, &to, q.queryid.as_deref(), m, edit)
+        else {
             tracing::error!(owner, id = m.id, "skipping an unreadable archived message");
             continue;
         };
@@ -251,6 +274,31 @@ async fn expiry(server: Weak<Server>, days: u32) {
         }
         tokio::time::sleep(EXPIRY_INTERVAL).await;
     }
+}
+
+/// Delete `owner`'s messages archived before `cutoff_us` (a room's own retention), a batch
+/// per statement, until none is left.
+pub async fn expire_owner(store: &dyn Store, owner: &str, cutoff_us: i64) -> u64 {
+    let mut total = 0;
+    loop {
+        match store
+            .archive_expire_owner(owner, cutoff_us, EXPIRY_BATCH)
+            .await
+        {
+            Ok(n) => {
+                total += n;
+                if n < u64::from(EXPIRY_BATCH) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            Err(e) => {
+                tracing::error!(owner, "storage error expiring archived messages: {e}");
+                break;
+            }
+        }
+    }
+    total
 }
 
 /// Delete messages archived before `cutoff_us`, a batch per statement, until none is left.

@@ -49,8 +49,22 @@ fn cursor(s: &str) -> Result<String, StanzaError> {
     }
 }
 
+/// What the `with` field is matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithJid {
+    /// An account's archive is kept per bare JID: a full JID matches its bare JID.
+    Bare,
+    /// A room's archive is kept per occupant JID (`room@service/nick`): matched as given.
+    AsGiven,
+}
+
 /// Parse `query` (an `urn:xmpp:mam:2` `<query/>`), with at most `max_page` results a page.
 pub fn parse(query: &Element, max_page: u32) -> Result<Query, StanzaError> {
+    parse_as(query, max_page, WithJid::Bare)
+}
+
+/// [`parse`], with `with` matched as `with_jid` says.
+pub fn parse_as(query: &Element, max_page: u32, with_jid: WithJid) -> Result<Query, StanzaError> {
     let mut q = Query {
         queryid: query.attr("queryid").map(str::to_owned),
         archive: ArchiveQuery {
@@ -69,7 +83,7 @@ pub fn parse(query: &Element, max_page: u32) -> Result<Query, StanzaError> {
         .collect();
     match forms.as_slice() {
         [] => {}
-        [form] => parse_form(form, &mut q, max_page)?,
+        [form] => parse_form(form, &mut q, max_page, with_jid)?,
         _ => return Err(bad("more than one data form")),
     }
     if let Some(set) = query.child("set", NS_RSM) {
@@ -78,7 +92,12 @@ pub fn parse(query: &Element, max_page: u32) -> Result<Query, StanzaError> {
     Ok(q)
 }
 
-fn parse_form(form: &Element, q: &mut Query, max_page: u32) -> Result<(), StanzaError> {
+fn parse_form(
+    form: &Element,
+    q: &mut Query,
+    max_page: u32,
+    with_jid: WithJid,
+) -> Result<(), StanzaError> {
     if !matches!(form.attr("type"), Some("submit") | None) {
         return Err(bad("the form must be of type submit"));
     }
@@ -113,7 +132,10 @@ fn parse_form(form: &Element, q: &mut Query, max_page: u32) -> Result<(), Stanza
                 // XEP-0313 §4.1.1: archives are kept per bare JID here, so a full JID matches
                 // the conversation with its bare JID.
                 let with = Jid::new(one()?).map_err(|_| bad("bad JID in with"))?;
-                a.with = Some(with.to_bare().to_string());
+                a.with = Some(match with_jid {
+                    WithJid::Bare => with.to_bare().to_string(),
+                    WithJid::AsGiven => with.to_string(),
+                });
             }
             "start" => a.from_id = Some(id::floor(time(one()?)?)),
             "end" => {

@@ -19,8 +19,21 @@ pub fn result_message(
     queryid: Option<&str>,
     m: &ArchivedMessage,
 ) -> Option<Element> {
+    result_message_edited(owner, to, queryid, m, &|_| {})
+}
+
+/// [`result_message`], with `edit` applied to the archived message first (a room leaves out
+/// real JIDs the requester may not see).
+pub fn result_message_edited(
+    owner: &str,
+    to: &str,
+    queryid: Option<&str>,
+    m: &ArchivedMessage,
+    edit: &dyn Fn(&mut Element),
+) -> Option<Element> {
     let mut original = parse_stored(&m.xml)?;
     original.ns = NS_CLIENT.to_owned();
+    edit(&mut original);
     let mut result = Element::new("result", NS_MAM).with_attr("id", m.id.as_str());
     if let Some(q) = queryid {
         result.set_attr("queryid", q);

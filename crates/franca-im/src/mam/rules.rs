@@ -10,6 +10,10 @@
 //! messages marked private for XEP-0280 (a client that keeps a message from its other
 //! resources would be defeated if they could read it back from the archive). `<store/>`
 //! archives a `chat` or `normal` message that would otherwise not be.
+//!
+//! A room's archive (XEP-0313 §5.1.2 "MUC Archives") takes the `groupchat` messages the room
+//! reflects with the same kinds of content, not subject changes alone (the room keeps its
+//! subject) and not private messages between occupants ([`archivable_groupchat`]).
 
 use franca_proto::ns::{NS_CARBONS, NS_CLIENT, NS_HINTS, NS_STANZA_ID};
 use franca_xml::{Element, Node};
@@ -54,6 +58,24 @@ pub fn archivable(message: &Element) -> bool {
         || message
             .elements()
             .any(|c| ARCHIVED_PAYLOADS.contains(&c.ns.as_str()))
+}
+
+/// Whether a `groupchat` message belongs in its room's archive: the same content rules as
+/// [`archivable`], but a subject change without a body is not archived.
+pub fn archivable_groupchat(message: &Element) -> bool {
+    if message.name != "message" || message.attr("type") != Some("groupchat") {
+        return false;
+    }
+    let hint = |name| message.has_child(name, NS_HINTS);
+    if hint("no-store") || hint("no-permanent-store") {
+        return false;
+    }
+    message.has_child("body", NS_CLIENT)
+        || (!message.has_child("subject", NS_CLIENT)
+            && (hint("store")
+                || message
+                    .elements()
+                    .any(|c| ARCHIVED_PAYLOADS.contains(&c.ns.as_str()))))
 }
 
 /// Remove every `<stanza-id/>` whose `by` is `owner` (XEP-0359 §5: the owner's server adds
@@ -113,6 +135,29 @@ mod tests {
             </sent></message>",
         );
         no("<presence/>");
+    }
+
+    #[test]
+    fn xep0313_5_1_2_groupchat_messages_for_a_room_archive() {
+        let yes = |s: &str| assert!(archivable_groupchat(&xml(s)), "should be archived: {s}");
+        let no = |s: &str| {
+            assert!(
+                !archivable_groupchat(&xml(s)),
+                "should not be archived: {s}"
+            )
+        };
+        yes("<message type='groupchat'><body>hi</body></message>");
+        yes("<message type='groupchat'><subject>t</subject><body>hi</body></message>");
+        yes("<message type='groupchat'><encrypted xmlns='urn:xmpp:omemo:2'/></message>");
+        yes("<message type='groupchat'><reactions xmlns='urn:xmpp:reactions:0' id='1'/></message>");
+        no("<message type='groupchat'><subject>tea</subject></message>");
+        no(
+            "<message type='groupchat'><active xmlns='http://jabber.org/protocol/chatstates'/>\
+            </message>",
+        );
+        no("<message type='groupchat'><body>x</body><no-store xmlns='urn:xmpp:hints'/></message>");
+        no("<message type='chat'><body>private</body></message>");
+        no("<message><body>normal</body></message>");
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //!
 //! The stored form is the same submitted data form, plus the occupant-id secret as a hidden
 //! field, so one parser reads what owners send and what the database holds.
+//!
+//! Archiving (XEP-0313 MUC archives) is `muc#roomconfig_enablearchiving` (Prosody's
+//! `{urn:xmpp:mam:0}archive_enabled` is read as the same field) and the room's own retention
+//! is the private field `franca#archive_retention_days` (0: the server's `[mam]
+//! retention_days`); both are in the form only when the server lets rooms archive.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
@@ -16,6 +21,20 @@ pub const MAX_TEXT_CHARS: usize = 1024;
 
 /// Field of the stored form that keeps the XEP-0421 secret (never shown to owners).
 const SECRET_FIELD: &str = "franca#occupant-id-secret";
+
+/// Whether the room archives its groupchat messages.
+pub const ARCHIVE_FIELD: &str = "muc#roomconfig_enablearchiving";
+/// Prosody's name for [`ARCHIVE_FIELD`], accepted on submit.
+const PROSODY_ARCHIVE_FIELD: &str = "{urn:xmpp:mam:0}archive_enabled";
+/// Days the room keeps archived messages (0: as long as the server keeps them).
+pub const RETENTION_FIELD: &str = "franca#archive_retention_days";
+
+/// What the server lets rooms archive: present when `[muc] archive` and `[mam] enabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Archiving {
+    /// `[mam] retention_days`: the longest any archive keeps a message (0: forever).
+    pub max_retention_days: u32,
+}
 
 /// Who may see occupants' real JIDs (`muc#roomconfig_whois`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +66,10 @@ pub struct RoomConfig {
     pub allow_invites: bool,
     /// Key of the XEP-0421 occupant ids: random per room, kept with it.
     pub secret: [u8; 16],
+    /// Archive groupchat messages (XEP-0313), when the server lets rooms archive.
+    pub archive: bool,
+    /// Days archived messages are kept; 0 is the server's `[mam] retention_days`.
+    pub retention_days: u32,
 }
 
 impl RoomConfig {
@@ -66,6 +89,23 @@ impl RoomConfig {
             change_subject: false,
             allow_invites: false,
             secret: rand::random(),
+            archive: true,
+            retention_days: 0,
+        }
+    }
+
+    /// Whether messages are archived now, under the server's `archiving`.
+    pub fn archiving(&self, archiving: Option<Archiving>) -> bool {
+        archiving.is_some() && self.archive
+    }
+
+    /// Days the archive keeps a message, the shorter of the room's and the server's (0:
+    /// forever).
+    pub fn retention_days(&self, archiving: Archiving) -> u32 {
+        match (self.retention_days, archiving.max_retention_days) {
+            (0, server) => server,
+            (room, 0) => room,
+            (room, server) => room.min(server),
         }
     }
 
@@ -105,11 +145,14 @@ impl RoomConfig {
     }
 
     /// The form an owner fills in (§10.2), with the current values.
-    pub fn to_form(&self, limits: &MucConfig) -> Element {
+    pub fn to_form(&self, limits: &MucConfig, archiving: Option<Archiving>) -> Element {
         let mut form = Element::new("x", NS_DATA_FORMS).with_attr("type", "form");
         form.push(Element::new("title", NS_DATA_FORMS).with_text("Room configuration"));
         form.push(field("FORM_TYPE", "hidden", None, [NS_MUC_ROOMCONFIG]));
         for f in self.fields() {
+            if archiving.is_none() && matches!(f.var, ARCHIVE_FIELD | RETENTION_FIELD) {
+                continue;
+            }
             let mut el = field(f.var, f.kind, Some(f.label), f.values);
             if f.var == "muc#roomconfig_whois" {
                 el.push(option("Moderators only", "moderators"));
@@ -216,12 +259,30 @@ impl RoomConfig {
                 "Members may invite",
                 b(self.allow_invites),
             ),
+            Field::new(
+                ARCHIVE_FIELD,
+                "boolean",
+                "Archive messages (XEP-0313)",
+                b(self.archive),
+            ),
+            Field::new(
+                RETENTION_FIELD,
+                "text-single",
+                "Days archived messages are kept (0: the server's limit)",
+                vec![self.retention_days.to_string()],
+            ),
         ]
     }
 
     /// A copy with the values of a submitted form applied (§10.2): fields left out keep their
     /// value, unknown fields are ignored, a value out of range is `not-acceptable`.
-    pub fn with_form(&self, form: &Element, limits: &MucConfig) -> Result<RoomConfig, StanzaError> {
+    /// `archiving` bounds the retention an owner may choose; `None` reads any (a stored form).
+    pub fn with_form(
+        &self,
+        form: &Element,
+        limits: &MucConfig,
+        archiving: Option<Archiving>,
+    ) -> Result<RoomConfig, StanzaError> {
         let bad = |why: &str| Err(StanzaError::new(Cond::NotAcceptable).with_text(why));
         let mut c = self.clone();
         let mut password_flag = None;
@@ -293,6 +354,19 @@ impl RoomConfig {
                 },
                 "muc#roomconfig_changesubject" => c.change_subject = flag()?,
                 "muc#roomconfig_allowinvites" => c.allow_invites = flag()?,
+                ARCHIVE_FIELD | PROSODY_ARCHIVE_FIELD => c.archive = flag()?,
+                RETENTION_FIELD => {
+                    let max = archiving.map_or(0, |a| a.max_retention_days);
+                    match number() {
+                        Some(n) if max == 0 || n <= max => c.retention_days = n,
+                        _ if max == 0 => return bad("the retention is a number of days"),
+                        _ => {
+                            return bad(&format!(
+                                "the retention is a number of days from 0 to {max}"
+                            ));
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -326,7 +400,9 @@ impl RoomConfig {
         let mut lenient = limits.clone();
         lenient.max_history = u32::MAX;
         lenient.max_occupants = u32::MAX;
-        let mut c = RoomConfig::new(limits).with_form(form, &lenient).ok()?;
+        let mut c = RoomConfig::new(limits)
+            .with_form(form, &lenient, None)
+            .ok()?;
         c.history = c.history.min(limits.max_history);
         c.max_occupants = c.max_occupants.min(limits.max_occupants);
         let secret = form
@@ -417,6 +493,7 @@ mod tests {
                      <field var='x-unknown'><value>ignored</value></field>",
                 ),
                 &limits,
+                None,
             )
             .expect("accepted");
         assert_eq!(new.name, "Tea");
@@ -442,6 +519,7 @@ mod tests {
                     "<field var='muc#roomconfig_passwordprotectedroom'><value>0</value></field>",
                 ),
                 &limits,
+                None,
             )
             .expect("accepted");
         assert_eq!(open.password, None);
@@ -462,7 +540,7 @@ mod tests {
                 "n".repeat(MAX_TEXT_CHARS + 1)
             ),
         ] {
-            let err = c.with_form(&submit(&bad), &limits).expect_err(&bad);
+            let err = c.with_form(&submit(&bad), &limits, None).expect_err(&bad);
             assert_eq!(err.condition, Cond::NotAcceptable, "{bad}");
         }
     }
@@ -491,7 +569,12 @@ mod tests {
     #[test]
     fn the_owner_form_lists_every_field_with_its_value() {
         let limits = MucConfig::default();
-        let form = RoomConfig::new(&limits).to_form(&limits);
+        let form = RoomConfig::new(&limits).to_form(
+            &limits,
+            Some(Archiving {
+                max_retention_days: 0,
+            }),
+        );
         let vars: Vec<&str> = form.elements().filter_map(|f| f.attr("var")).collect();
         assert_eq!(vars.first(), Some(&"FORM_TYPE"));
         assert!(vars.contains(&"muc#roomconfig_persistentroom"));

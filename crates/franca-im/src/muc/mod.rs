@@ -7,7 +7,15 @@
 //!   stanzas follow);
 //! - `occupant.rs`: roles, affiliations and who may change whose, RFC 8266 nicknames;
 //! - `config.rs`: the `muc#roomconfig` form; `history.rs`: history on join;
-//! - `persist.rs`: persistent rooms in storage.
+//! - `persist.rs`: persistent rooms in storage; `register.rs`: registration and reserved
+//!   nicknames.
+//!
+//! Room archives (XEP-0313 §5.1.2) are written here, under the room's lock before the message
+//! is reflected, and queries of them are answered from storage after the lock is released.
+//! A destroyed room, or a temporary one that ends, loses its archive (a new room of the same
+//! name must not show the old one's messages). An hourly job applies the rooms' own
+//! retention (`franca#archive_retention_days`) where it is shorter than the server's, which
+//! the archive module's job applies to every archive.
 //!
 //! This file is the glue: the rooms of each service (a bounded map), one lock per room held
 //! while a stanza is handled, stored and delivered (so every occupant sees the same order),
@@ -23,6 +31,7 @@ pub mod config;
 pub mod history;
 pub mod occupant;
 pub mod persist;
+pub mod register;
 pub mod room;
 
 use franca_core::config::RoomCreation;
@@ -35,7 +44,8 @@ use franca_xml::Element;
 use jid::{BareJid, FullJid, Jid};
 use room::{Ctx, Effects, Out, Room, iq_result};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 use tokio::sync::OnceCell;
 
 /// The name disco gives the service.
@@ -60,8 +70,12 @@ struct Service {
     loaded: OnceCell<()>,
 }
 
+/// How often rooms' own archive retention is applied.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
 pub struct Muc {
-    services: HashMap<String, Service>,
+    /// Shared with the retention job.
+    services: Arc<HashMap<String, Service>>,
     /// Rooms each occupant's session is in, so a session that ends leaves them all (kept
     /// loosely: an entry may outlive the occupancy, never the other way round).
     joined: Mutex<HashMap<FullJid, HashSet<BareJid>>>,
@@ -89,7 +103,7 @@ impl Muc {
             })
             .collect();
         Muc {
-            services,
+            services: Arc::new(services),
             joined: Mutex::default(),
         }
     }
@@ -99,6 +113,7 @@ impl Muc {
             limits: &server.config.muc,
             admins: &server.config.server.admins,
             now_us: now_us(),
+            archiving: archiving(&server.config),
         }
     }
 
@@ -194,6 +209,7 @@ impl Muc {
         handle: impl Fn(&mut Room, &Ctx, bool) -> Effects,
     ) {
         let mut later = Vec::new();
+        let mut read = None;
         // A room removed while we waited for its lock is looked up again (at most twice: it
         // cannot be removed again before our turn comes).
         for _ in 0..3 {
@@ -210,22 +226,29 @@ impl Muc {
                 continue;
             }
             let ctx = Self::ctx(server);
-            let fx = handle(&mut slot.room, &ctx, created);
+            let mut fx = handle(&mut slot.room, &ctx, created);
+            read = fx.read.take();
             self.carry_out(server, svc, &slot.room, stanza, fx, &mut later)
                 .await;
             self.track(from, &slot.room);
             if slot.room.is_empty() && (!slot.room.config.persistent || slot.room.locked) {
                 slot.gone = true;
                 let node = room.node().map(|n| n.to_string()).unwrap_or_default();
-                let mut rooms = lock(&svc.rooms);
-                if rooms.get(&node).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                    rooms.remove(&node);
+                {
+                    let mut rooms = lock(&svc.rooms);
+                    if rooms.get(&node).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                        rooms.remove(&node);
+                    }
                 }
+                remove_archive(server, &slot.room).await;
             }
             break;
         }
         for stanza in later {
             server.route(stanza).await;
+        }
+        if let Some(read) = read {
+            answer_archive_query(server, room, from, read).await;
         }
     }
 
@@ -265,6 +288,19 @@ impl Muc {
             tracing::error!(room = %room.jid, "storage error saving the room: {e}");
             failed = true;
         }
+        if fx.remove_archive {
+            remove_archive(server, room).await;
+        }
+        // The message goes out even when archiving failed (losing an archive entry beats
+        // losing the message); its stanza-id then finds nothing.
+        if let Some(entry) = &fx.archive
+            && let Err(e) = server
+                .store
+                .archive_messages(std::slice::from_ref(entry))
+                .await
+        {
+            tracing::error!(room = %room.jid, "storage error archiving a message: {e}");
+        }
         for out in fx.out {
             match out {
                 Out::Send(el) => {
@@ -280,7 +316,7 @@ impl Muc {
                         None => later.push(el),
                     }
                 }
-                Out::Fanout(shared, to) => deliver(server, &shared, &to),
+                Out::Fanout(shared, to) => deliver(server, &shared, &to, later),
             }
         }
     }
@@ -363,7 +399,7 @@ impl Muc {
         let reply = match (stanza.name.as_str(), stanza.attr("type")) {
             ("iq", Some("get")) => match stanza.first_element() {
                 Some(q) if q.is("query", NS_DISCO_INFO) && q.attr("node").is_none() => {
-                    Ok(Some(service_info()))
+                    Ok(Some(service_info(archiving(&server.config).is_some())))
                 }
                 Some(q) if q.is("query", NS_DISCO_ITEMS) && q.attr("node").is_none() => {
                     Ok(Some(self.public_rooms(svc).await))
@@ -431,10 +467,13 @@ impl Muc {
                 .await;
             if slot.room.is_empty() && (!slot.room.config.persistent || slot.room.locked) {
                 slot.gone = true;
-                let mut rooms = lock(&svc.rooms);
-                if rooms.get(&node).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                    rooms.remove(&node);
+                {
+                    let mut rooms = lock(&svc.rooms);
+                    if rooms.get(&node).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                        rooms.remove(&node);
+                    }
                 }
+                remove_archive(server, &slot.room).await;
             }
             drop(slot);
             for stanza in later {
@@ -442,6 +481,111 @@ impl Muc {
             }
         }
     }
+}
+
+/// What the configuration lets rooms archive: `[muc] archive` with `[mam] enabled`.
+fn archiving(config: &franca_core::Config) -> Option<config::Archiving> {
+    (config.muc.archive && config.mam.enabled).then_some(config::Archiving {
+        max_retention_days: config.mam.retention_days,
+    })
+}
+
+/// Delete the archive of a room that is gone.
+async fn remove_archive(server: &Server, room: &Room) {
+    if archiving(&server.config).is_none() {
+        return;
+    }
+    if let Err(e) = server.store.archive_remove(room.jid.as_str()).await {
+        tracing::error!(room = %room.jid, "storage error removing the room's archive: {e}");
+    }
+}
+
+/// Answer a XEP-0313 query of `room`'s archive the room allowed, leaving out real JIDs the
+/// requester may not see.
+async fn answer_archive_query(
+    server: &Arc<Server>,
+    room: &BareJid,
+    from: &FullJid,
+    read: room::ArchiveRead,
+) {
+    let Some(query) = read.iq.child("query", crate::mam::NS_MAM) else {
+        return;
+    };
+    let origin = server.sessions.get(from);
+    let requester = Jid::from(from.clone());
+    let reveal = read.reveal_jids;
+    let hide = move |m: &mut Element| {
+        if !reveal {
+            while m.remove_child("x", franca_proto::ns::NS_MUC_USER).is_some() {}
+        }
+    };
+    let answer = crate::mam::answer_query_as(
+        server,
+        (room.as_str(), crate::mam::query::WithJid::AsGiven),
+        &requester,
+        origin.as_ref(),
+        query,
+        &hide,
+    )
+    .await;
+    let reply = match answer {
+        Ok(fin) => Some(iq_result(&read.iq, fin)),
+        Err(e) => error_reply(&read.iq, &e),
+    };
+    if let Some(reply) = reply {
+        match local_session(server, &reply) {
+            Some(session) => {
+                session.send(&reply);
+            }
+            None => server.route(reply).await,
+        }
+    }
+}
+
+/// Every hour, the rooms' own retention ([`expire_room_archives`]). Holds the server only
+/// while it works, so it ends with the server.
+async fn retention(server: Weak<Server>, services: Arc<HashMap<String, Service>>) {
+    loop {
+        tokio::time::sleep(RETENTION_INTERVAL).await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        expire_room_archives(&server, &services, now_us()).await;
+    }
+}
+
+/// Each room whose own retention is shorter than the server's loses what it archived before
+/// that many days ago (the server's own limit is the archive module's job). Returns how many
+/// messages went.
+async fn expire_room_archives(
+    server: &Server,
+    services: &HashMap<String, Service>,
+    now_us: i64,
+) -> u64 {
+    let Some(archiving) = archiving(&server.config) else {
+        return 0;
+    };
+    let mut due = Vec::new();
+    for svc in services.values() {
+        let cells: Vec<RoomCell> = lock(&svc.rooms).values().cloned().collect();
+        for cell in cells {
+            let slot = cell.lock().await;
+            let days = slot.room.config.retention_days(archiving);
+            if !slot.gone && days > 0 && days != archiving.max_retention_days {
+                due.push((slot.room.jid.to_string(), days));
+            }
+        }
+    }
+    let mut total = 0;
+    for (room, days) in due {
+        let cutoff = now_us.saturating_sub(i64::from(days).saturating_mul(86_400_000_000));
+        let n = crate::mam::expire_owner(&*server.store, &room, cutoff).await;
+        if n > 0 {
+            tracing::info!(%room, messages = n, "expired archived room messages");
+        }
+        total += n;
+    }
+    total
 }
 
 /// The local session a stanza is addressed to, when its `to` is a bound full JID here.
@@ -454,16 +598,44 @@ fn local_session(server: &Server, el: &Element) -> Option<Arc<franca_core::Sessi
     server.sessions.get(full)
 }
 
-/// One serialisation to every listed occupant that has a session here.
-fn deliver(server: &Server, shared: &Fanout, to: &[FullJid]) {
+/// One serialisation to every listed occupant that has a session here: each queue gets the
+/// shared bytes, and the occupant's connection writes its own `to` into them. An occupant on
+/// another server gets a copy in `later`, routed (through federation) once the room's lock is
+/// released; the shared bytes are read back into a stanza once for all of them.
+fn deliver(server: &Server, shared: &Fanout, to: &[FullJid], later: &mut Vec<Element>) {
+    let mut remote: Option<Option<Element>> = None;
     for jid in to {
-        if let Some(s) = server.sessions.get(jid) {
-            s.send_xml(shared.to(jid.as_str()));
+        if server.serves(jid.domain().as_str()) {
+            if let Some(s) = server.sessions.get(jid) {
+                s.send_fanout(shared);
+            }
+            continue;
+        }
+        let stanza = remote.get_or_insert_with(|| {
+            // Our own serialisation: it fits the limits it was read with, plus slack.
+            let limits = franca_xml::Limits {
+                max_stanza_bytes: shared.len() + 1024,
+                ..franca_xml::Limits::default()
+            };
+            franca_xml::read_document(
+                shared.untargeted().as_bytes(),
+                limits,
+                Some(franca_proto::ns::NS_CLIENT),
+            )
+            .ok()
+            .flatten()
+        });
+        if let Some(stanza) = stanza {
+            let mut copy = stanza.clone();
+            copy.set_attr("to", jid.as_str());
+            later.push(copy);
         }
     }
 }
 
-fn service_info() -> Element {
+/// The service's disco#info; `archives`: rooms keep XEP-0313 archives (advertised here too, as
+/// ejabberd does, so a client sees it before it picks a room).
+fn service_info(archives: bool) -> Element {
     let mut q = Element::new("query", NS_DISCO_INFO).with_child(
         Element::new("identity", NS_DISCO_INFO)
             .with_attr("category", "conference")
@@ -478,6 +650,9 @@ fn service_info() -> Element {
         NS_PING,
     ] {
         q.push(Element::new("feature", NS_DISCO_INFO).with_attr("var", f));
+    }
+    if archives {
+        q.push(Element::new("feature", NS_DISCO_INFO).with_attr("var", crate::mam::NS_MAM));
     }
     q
 }
@@ -511,6 +686,9 @@ impl Module for Muc {
         for svc in self.services.values() {
             self.load(server, svc).await;
         }
+        if archiving(&server.config).is_some() {
+            tokio::spawn(retention(Arc::downgrade(server), self.services.clone()));
+        }
     }
 
     async fn session_event(&self, server: &Arc<Server>, event: &SessionEvent) {
@@ -520,5 +698,9 @@ impl Module for Muc {
     }
 }
 
+#[cfg(test)]
+mod archive_tests;
+#[cfg(test)]
+mod register_tests;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Persistent rooms in storage (migration `0006_muc`): a room's configuration (the stored
-//! `muc#roomconfig` form), subject and affiliations, written when they change and read when the
-//! service starts. Temporary rooms are never stored.
+//! `muc#roomconfig` form), subject and affiliations with their reserved nicknames (migration
+//! `0009_muc_nicks`), written when they change and read when the service starts. Temporary
+//! rooms are never stored.
 
 use super::config::RoomConfig;
 use super::occupant::Affiliation;
@@ -20,16 +21,24 @@ pub fn to_stored(room: &Room) -> MucRoom {
         affiliations: room
             .affiliation_list()
             .into_iter()
-            .map(|(jid, a, reason)| stored_affiliation(jid, a, reason))
+            .map(|(jid, a, reason)| stored_affiliation(room, jid, a, reason))
             .collect(),
     }
 }
 
-fn stored_affiliation(jid: String, a: Affiliation, reason: Option<String>) -> MucAffiliation {
+/// One affiliation as stored, with the nickname `room` reserves for it now.
+fn stored_affiliation(
+    room: &Room,
+    jid: String,
+    a: Affiliation,
+    reason: Option<String>,
+) -> MucAffiliation {
+    let nick = room.reserved_nick(&jid).map(str::to_owned);
     MucAffiliation {
         jid,
         affiliation: a.name().to_owned(),
         reason,
+        nick,
     }
 }
 
@@ -45,6 +54,9 @@ pub fn from_stored(stored: &MucRoom, limits: &MucConfig) -> Option<Room> {
     for a in &stored.affiliations {
         if let Some(aff) = Affiliation::parse(&a.affiliation) {
             room.set_affiliation(a.jid.clone(), aff, a.reason.clone());
+            if let Some(nick) = &a.nick {
+                room.reserve_nick(a.jid.clone(), nick.clone());
+            }
         }
     }
     Some(room)
@@ -63,7 +75,7 @@ pub async fn save(
         Save::Affiliations(changes) => {
             let changes: Vec<MucAffiliation> = changes
                 .iter()
-                .map(|(jid, a, reason)| stored_affiliation(jid.clone(), *a, reason.clone()))
+                .map(|(jid, a, reason)| stored_affiliation(room, jid.clone(), *a, reason.clone()))
                 .collect();
             store
                 .set_muc_affiliations(room.jid.as_str(), &changes)
@@ -89,6 +101,7 @@ mod tests {
         let jid = BareJid::new("tea@conference.localhost").expect("jid");
         let mut room = Room::new(jid, config, false, 42);
         room.set_affiliation("juliet@localhost".into(), Affiliation::Owner, None);
+        room.reserve_nick("juliet@localhost".into(), "Jules".into());
         room.set_affiliation(
             "tybalt@localhost".into(),
             Affiliation::Outcast,
@@ -118,6 +131,8 @@ mod tests {
         assert_eq!(back.config, room.config);
         assert_eq!(back.created_us, 42);
         assert_eq!(back.subject(), room.subject());
+        assert_eq!(back.reserved_nick("juliet@localhost"), Some("Jules"));
+        assert_eq!(back.reserved_nick("romeo@localhost"), None);
         assert_eq!(
             back.affiliation_list(),
             [

@@ -10,13 +10,25 @@
 //! - §8–§10: roles and affiliations (kick 307, ban 301, members-only removal 321/322, voice),
 //!   the `muc#admin` lists, the `muc#owner` configuration form and room destruction.
 //! - XEP-0410 self-ping on the occupant JID, XEP-0421 occupant ids.
+//! - Multi-session nicknames (as Prosody and ejabberd allow): a user may be in the room under
+//!   one nickname from several resources. Each session is an occupant of its own (messages
+//!   reach every one), but the others see one occupant: a session that leaves while another
+//!   stays is not announced as gone, and a kick, ban or nick change applies to all of them.
+//! - §7.10 registration (the user becomes a member) and §7.12 reserved nicknames, which
+//!   nobody else may enter under (`conflict`); §7.9 the `x-roomuser-item` disco node.
+//! - XEP-0313 §5.1.2 the room's archive: each archived groupchat message gets the room's
+//!   XEP-0359 `<stanza-id by='room@service'/>` before it is reflected, and is stored as the
+//!   room sent it with the sender's real bare JID in a `muc#user` `<item/>`, which queries
+//!   show only to those who may see real JIDs. Who may query is [`Room::archive_access`].
 
-use super::config::{RoomConfig, Whois};
+use super::config::{Archiving, RoomConfig, Whois};
 use super::history::{History, HistoryRequest};
 use super::occupant::{
     Affiliation, Occupant, Role, RoleRefusal, default_role, may_set_affiliation, may_set_role,
     nick_key, valid_nick,
 };
+use super::register::{self, ReservedNicks};
+use crate::mam;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use franca_core::config::MucConfig;
@@ -24,8 +36,10 @@ use franca_core::session::Fanout;
 use franca_proto::errors::{StanzaError, StanzaErrorCondition as Cond, error_reply};
 use franca_proto::ns::{
     NS_CLIENT, NS_DATA_FORMS, NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER,
-    NS_MUC_ROOMINFO, NS_MUC_SELF_PING, NS_MUC_USER, NS_OCCUPANT_ID, NS_PING,
+    NS_MUC_ROOMINFO, NS_MUC_SELF_PING, NS_MUC_USER, NS_OCCUPANT_ID, NS_PING, NS_REGISTER,
+    NS_STANZA_ID,
 };
+use franca_store::ArchivedMessage;
 use franca_xml::Element;
 use jid::{BareJid, FullJid, Jid};
 use sha2::{Digest, Sha256};
@@ -38,6 +52,21 @@ pub struct Effects {
     pub out: Vec<Out>,
     /// What to store first (persistent rooms only).
     pub save: Option<Save>,
+    /// A message for the room's archive, stored before anything is sent.
+    pub archive: Option<ArchivedMessage>,
+    /// A XEP-0313 query of the room's archive, answered once the room is unlocked.
+    pub read: Option<ArchiveRead>,
+    /// The room is destroyed: its archive goes too.
+    pub remove_archive: bool,
+}
+
+/// A XEP-0313 query the room allowed.
+#[derive(Debug)]
+pub struct ArchiveRead {
+    /// The `<iq type='set'>` carrying the `<query/>`.
+    pub iq: Element,
+    /// The requester may see the senders' real JIDs.
+    pub reveal_jids: bool,
 }
 
 #[derive(Debug)]
@@ -67,6 +96,8 @@ pub struct Ctx<'a> {
     /// The server's administrators (`server.admins`): owners of every room.
     pub admins: &'a [String],
     pub now_us: i64,
+    /// Whether rooms may archive, and for how long at most.
+    pub archiving: Option<Archiving>,
 }
 
 pub struct Room {
@@ -74,6 +105,8 @@ pub struct Room {
     pub config: RoomConfig,
     /// Everyone whose affiliation is not `none`, by bare JID, with the reason given.
     affiliations: HashMap<String, (Affiliation, Option<String>)>,
+    /// Nicknames reserved for members and above (§7.12), by bare JID.
+    reserved: ReservedNicks,
     occupants: Vec<Occupant>,
     /// The last subject change as reflected (`<message type='groupchat'><subject/>`).
     subject: Option<Element>,
@@ -82,6 +115,9 @@ pub struct Room {
     /// owners may enter.
     pub locked: bool,
     pub created_us: i64,
+    /// Archive time of the last archived message, so the next one's is later (archive ids
+    /// must grow in archiving order, and the room's lock orders its messages).
+    last_archived_us: i64,
 }
 
 /// An empty groupchat message from `from`.
@@ -102,7 +138,7 @@ fn error_to(stanza: &Element, err: StanzaError) -> Vec<Out> {
 }
 
 /// How an occupant's presence is announced.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Announce<'a> {
     unavailable: bool,
     /// Status codes for everyone.
@@ -124,11 +160,13 @@ impl Room {
             jid,
             config,
             affiliations: HashMap::new(),
+            reserved: ReservedNicks::default(),
             occupants: Vec::new(),
             subject: None,
             history: History::default(),
             locked,
             created_us,
+            last_archived_us: 0,
         }
     }
 
@@ -164,7 +202,33 @@ impl Room {
         list
     }
 
+    /// The nickname reserved for a bare JID (§7.12).
+    pub fn reserved_nick(&self, bare: &str) -> Option<&str> {
+        self.reserved.of(bare)
+    }
+
+    /// Reserve `nick` for `bare`, which must be a member or above (a stored reservation read
+    /// back; registration checks conflicts first).
+    pub fn reserve_nick(&mut self, bare: String, nick: String) {
+        if self
+            .affiliations
+            .get(&bare)
+            .is_some_and(|(a, _)| *a >= Affiliation::Member)
+        {
+            self.reserved.reserve(bare, nick);
+        }
+    }
+
+    /// Whether `nick` is reserved for someone other than `bare`.
+    fn reserved_for_another(&self, nick: &str, bare: &str) -> bool {
+        self.reserved.holder(nick).is_some_and(|h| h != bare)
+    }
+
+    /// Set a bare JID's affiliation; below member, its reserved nickname goes too.
     pub fn set_affiliation(&mut self, jid: String, aff: Affiliation, reason: Option<String>) {
+        if aff < Affiliation::Member {
+            self.reserved.release(&jid);
+        }
         if aff == Affiliation::None {
             self.affiliations.remove(&jid);
         } else {
@@ -276,7 +340,12 @@ impl Room {
             if viewer.jid == o.jid {
                 continue;
             }
-            if self.sees_jids(viewer) {
+            if same_occupant(viewer, o) {
+                // Another session of the same occupant hears of itself (110).
+                let mut p = self.presence_of(ctx, o, a, true, true);
+                p.set_attr("to", viewer.jid.as_str());
+                out.push(Out::Send(p));
+            } else if self.sees_jids(viewer) {
                 with.push(viewer.jid.clone());
             } else {
                 without.push(viewer.jid.clone());
@@ -315,14 +384,14 @@ impl Room {
                 self.update(ctx, i, stanza, &mut fx)
             }
             (None, Some(i)) => self.change_nick(ctx, i, nick, stanza, &mut fx),
-            (Some("unavailable"), Some(i)) => self.remove(ctx, i, Announce::default(), &mut fx.out),
+            (Some("unavailable"), Some(i)) => self.leave(ctx, i, Announce::default(), &mut fx.out),
             // §7.2.? a client that cannot take the room's stanzas: it is out (333).
             (Some("error"), Some(i)) => {
                 let a = Announce {
                     codes: &[333],
                     ..Announce::default()
                 };
-                self.remove(ctx, i, a, &mut fx.out);
+                self.leave(ctx, i, a, &mut fx.out);
             }
             _ => {}
         }
@@ -358,7 +427,14 @@ impl Room {
                 != Some(p)
         }) {
             Some(refuse(Cond::NotAuthorized))
-        } else if self.occupants.iter().any(|o| o.key == nick_key(nick)) {
+        } else if self
+            .occupants
+            .iter()
+            .any(|o| o.key == nick_key(nick) && !(o.nick == nick && o.jid.to_bare() == bare))
+            || self.reserved_for_another(nick, bare.as_str())
+        {
+            // A user's own nickname from another resource is a second session, not a conflict.
+            // §7.2.9: in use, or reserved for someone else (§7.12).
             Some(refuse(Cond::Conflict))
         } else if aff < Affiliation::Admin
             && self.occupants.len() >= self.config.max_occupants as usize
@@ -371,18 +447,28 @@ impl Room {
             fx.out = error_to(stanza, e);
             return;
         }
+        // A second session takes the role the occupant has.
+        let role = self
+            .occupants
+            .iter()
+            .find(|o| o.nick == nick && o.jid.to_bare() == bare)
+            .map_or(default_role(aff, self.config.moderated), |o| o.role);
         let occupant = Occupant {
             nick: nick.to_owned(),
             key: nick_key(nick),
             jid: from.clone(),
-            role: default_role(aff, self.config.moderated),
+            role,
             id: self.occupant_id(&bare),
             presence: clean_presence(stanza),
         };
         // §7.2.3: first everyone already present, then the others hear of the newcomer, then
         // its own presence (110, and 201 for a new room, 100 when JIDs are public).
         let sees = self.config.whois == Whois::Anyone || occupant.role == Role::Moderator;
-        for o in &self.occupants {
+        for o in self
+            .occupants
+            .iter()
+            .filter(|o| !same_occupant(o, &occupant))
+        {
             let mut p = self.presence_of(ctx, o, &Announce::default(), sees, false);
             p.set_attr("to", from.as_str());
             fx.out.push(Out::Send(p));
@@ -428,7 +514,8 @@ impl Room {
             .occupants
             .iter()
             .enumerate()
-            .any(|(j, o)| j != i && o.key == key)
+            .any(|(j, o)| j != i && o.key == key && !same_occupant(o, &self.occupants[i]))
+            || self.reserved_for_another(nick, self.occupants[i].jid.to_bare().as_str())
         {
             Some(StanzaError::new(Cond::Conflict))
         } else {
@@ -446,9 +533,12 @@ impl Room {
             ..Announce::default()
         };
         self.announce(ctx, &old, &leaving, &mut fx.out);
+        // Every session of the occupant goes with it.
+        for s in self.occupants.iter_mut().filter(|s| same_occupant(s, &old)) {
+            s.nick = nick.to_owned();
+            s.key = key.clone();
+        }
         let o = &mut self.occupants[i];
-        o.nick = nick.to_owned();
-        o.key = key;
         o.presence = clean_presence(stanza);
         let o = o.clone();
         self.announce(ctx, &o, &Announce::default(), &mut fx.out);
@@ -461,6 +551,53 @@ impl Room {
         self.announce(ctx, &o, &a, out);
     }
 
+    /// Session `i` leaves by itself. While another session of the same occupant stays, only
+    /// the leaving one hears it (the others still see the occupant, now as that session).
+    fn leave(&mut self, ctx: &Ctx, i: usize, mut a: Announce, out: &mut Vec<Out>) {
+        let o = &self.occupants[i];
+        let stays = self
+            .occupants
+            .iter()
+            .position(|s| s.jid != o.jid && same_occupant(s, o));
+        let Some(stays) = stays else {
+            return self.remove(ctx, i, a, out);
+        };
+        let o = self.occupants.remove(i);
+        a.unavailable = true;
+        if !a.skip_self {
+            let mut p = self.presence_of(ctx, &o, &a, true, true);
+            p.set_attr("to", o.jid.as_str());
+            out.push(Out::Send(p));
+        }
+        let stays = self.occupants[if stays > i { stays - 1 } else { stays }].clone();
+        let update = Announce {
+            skip_self: true,
+            ..Announce::default()
+        };
+        self.announce(ctx, &stays, &update, out);
+    }
+
+    /// Take out every session of the occupant `i` (a kick, a ban, a removal): each session
+    /// hears of its own removal, everyone else once.
+    fn remove_all(&mut self, ctx: &Ctx, i: usize, a: Announce, out: &mut Vec<Out>) {
+        let target = self.occupants[i].clone();
+        while let Some(j) = self
+            .occupants
+            .iter()
+            .position(|s| s.jid != target.jid && same_occupant(s, &target))
+        {
+            let s = self.occupants.remove(j);
+            let mut gone = a.clone();
+            gone.unavailable = true;
+            let mut p = self.presence_of(ctx, &s, &gone, true, true);
+            p.set_attr("to", s.jid.as_str());
+            out.push(Out::Send(p));
+        }
+        if let Some(i) = self.by_jid(&target.jid) {
+            self.remove(ctx, i, a, out);
+        }
+    }
+
     /// The session of `jid` ended without telling the room: it leaves.
     pub fn gone(&mut self, ctx: &Ctx, jid: &FullJid) -> Effects {
         let mut fx = Effects::default();
@@ -469,7 +606,7 @@ impl Room {
                 skip_self: true,
                 ..Announce::default()
             };
-            self.remove(ctx, i, a, &mut fx.out);
+            self.leave(ctx, i, a, &mut fx.out);
         }
         fx
     }
@@ -515,6 +652,8 @@ impl Room {
         let mut reflected = stanza.clone();
         reflected.remove_attr("to");
         reflected.set_attr("from", self.occupant_jid(&sender.nick));
+        // XEP-0359 §5: only the room itself says what its stanza-id is.
+        mam::rules::strip_stanza_ids(&mut reflected, self.jid.as_str());
         // XEP-0421 §4: only the room's occupant id, never one the sender wrote.
         while reflected
             .remove_child("occupant-id", NS_OCCUPANT_ID)
@@ -522,6 +661,12 @@ impl Room {
         {}
         reflected
             .push(Element::new("occupant-id", NS_OCCUPANT_ID).with_attr("id", sender.id.as_str()));
+        if self.config.archiving(ctx.archiving) && mam::rules::archivable_groupchat(&reflected) {
+            let sender = sender.jid.clone();
+            let entry = self.archived(ctx, &sender, &reflected);
+            reflected.push(mam::rules::stanza_id(self.jid.as_str(), &entry.id));
+            fx.archive = Some(entry);
+        }
         if is_subject {
             self.subject = Some(reflected.clone());
             if self.config.persistent {
@@ -534,6 +679,54 @@ impl Room {
         }
         let all = self.occupants.iter().map(|o| o.jid.clone()).collect();
         fx.out.push(Out::Fanout(Fanout::new(&reflected), all));
+    }
+
+    /// The archive entry of `reflected`, sent by `sender`: the message as the room sends it,
+    /// with the sender's real bare JID added for those who may see it (and no `muc#user`
+    /// `<x/>` the sender wrote, which could claim another JID).
+    fn archived(&mut self, ctx: &Ctx, sender: &FullJid, reflected: &Element) -> ArchivedMessage {
+        let stamp_us = ctx.now_us.max(self.last_archived_us.saturating_add(1));
+        self.last_archived_us = stamp_us;
+        let mut stored = reflected.clone();
+        while stored.remove_child("x", NS_MUC_USER).is_some() {}
+        stored.push(Element::new("x", NS_MUC_USER).with_child(
+            Element::new("item", NS_MUC_USER).with_attr("jid", sender.to_bare().as_str()),
+        ));
+        ArchivedMessage {
+            owner: self.jid.to_string(),
+            id: mam::id::new(stamp_us),
+            stamp_us,
+            // The occupant JID: `with` filters a room's archive by nickname.
+            with: reflected.attr("from").unwrap_or_default().to_owned(),
+            outgoing: false,
+            xml: stored.to_xml(),
+        }
+    }
+
+    /// XEP-0313 §5.1.2: who may query the archive, and whether they see real JIDs. Banned
+    /// users never; in a members-only room, members and above; in a password-protected
+    /// room, members and above or those in the room (the query cannot carry the password);
+    /// otherwise anyone who may join. Real JIDs as in the room: to everyone when it is
+    /// non-anonymous, else to moderators (admins and owners, present or not).
+    pub fn archive_access(&self, ctx: &Ctx, from: &FullJid) -> Result<bool, StanzaError> {
+        if !self.config.archiving(ctx.archiving) {
+            return Err(StanzaError::new(Cond::ServiceUnavailable));
+        }
+        let aff = self.affiliation(ctx, from.to_bare().as_str());
+        let present = self.by_jid(from).map(|i| &self.occupants[i]);
+        let may = match aff {
+            Affiliation::Outcast => false,
+            a if a >= Affiliation::Member => true,
+            _ if self.config.members_only || self.locked => false,
+            _ if self.config.password.is_some() => present.is_some(),
+            _ => true,
+        };
+        if !may {
+            return Err(StanzaError::new(Cond::Forbidden));
+        }
+        Ok(self.config.whois == Whois::Anyone
+            || aff >= Affiliation::Admin
+            || present.is_some_and(|o| o.role == Role::Moderator))
     }
 
     /// §7.8.2 mediated invitations: the room passes each `<invite/>` on, from itself.
@@ -644,17 +837,21 @@ impl Room {
             fx.out = error_to(stanza, StanzaError::new(Cond::NotAcceptable));
             return fx;
         };
-        let Some(target) = self.by_nick(nick) else {
+        if self.by_nick(nick).is_none() {
             fx.out = error_to(stanza, StanzaError::new(Cond::ItemNotFound));
             return fx;
-        };
+        }
         let mut m = stanza.clone();
         m.set_attr("from", self.occupant_jid(&self.occupants[sender].nick));
-        m.set_attr("to", self.occupants[target].jid.as_str());
         if !m.has_child("x", NS_MUC_USER) {
             m.push(Element::new("x", NS_MUC_USER));
         }
-        fx.out.push(Out::Send(m));
+        // Every session of the occupant gets it.
+        for o in self.occupants.iter().filter(|o| o.nick == nick) {
+            let mut copy = m.clone();
+            copy.set_attr("to", o.jid.as_str());
+            fx.out.push(Out::Send(copy));
+        }
         fx
     }
 
@@ -713,13 +910,32 @@ impl Room {
             return fx;
         };
         let result = match (payload.ns.as_str(), set) {
-            (NS_DISCO_INFO, false) => Ok(self.disco_info()),
+            (NS_DISCO_INFO, false) if payload.attr("node") == Some(register::NODE_ROOMUSER) => {
+                let nick = self.reserved_nick(from.to_bare().as_str());
+                Ok(Some(register::roomuser_item(nick)))
+            }
+            (NS_DISCO_INFO, false) => Ok(self.disco_info(ctx)),
+            (NS_REGISTER, _) => self.register(ctx, from, payload, set, &mut fx),
             (NS_DISCO_ITEMS, false) => Ok(Some(Element::new("query", NS_DISCO_ITEMS))),
             (NS_PING, false) => Ok(None),
             (NS_MUC_ADMIN, false) => self.admin_get(ctx, from, payload),
             (NS_MUC_ADMIN, true) => self.admin_set(ctx, from, payload, &mut fx),
             (NS_MUC_OWNER, false) => self.owner_get(ctx, from),
             (NS_MUC_OWNER, true) => self.owner_set(ctx, from, payload, &mut fx),
+            (mam::NS_MAM, _) if payload.name == "query" => {
+                match self.archive_access(ctx, from) {
+                    Ok(_) if !set => Ok(Some(mam::query_form())),
+                    Ok(reveal_jids) => {
+                        // Answered from storage once the room is unlocked.
+                        fx.read = Some(ArchiveRead {
+                            iq: stanza.clone(),
+                            reveal_jids,
+                        });
+                        return fx;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             _ => Err(StanzaError::new(Cond::ServiceUnavailable)),
         };
         match result {
@@ -733,7 +949,7 @@ impl Room {
         fx
     }
 
-    fn disco_info(&self) -> Option<Element> {
+    fn disco_info(&self, ctx: &Ctx) -> Option<Element> {
         let mut q = Element::new("query", NS_DISCO_INFO).with_child(
             Element::new("identity", NS_DISCO_INFO)
                 .with_attr("category", "conference")
@@ -749,12 +965,16 @@ impl Room {
         );
         let mut features = vec![
             NS_MUC,
+            NS_REGISTER,
             NS_OCCUPANT_ID,
             NS_MUC_SELF_PING,
             NS_DISCO_INFO,
             NS_PING,
         ];
         features.extend(self.config.features());
+        if self.config.archiving(ctx.archiving) {
+            features.extend([mam::NS_MAM, mam::NS_MAM_EXTENDED, NS_STANZA_ID]);
+        }
         features.sort_unstable();
         for f in features {
             q.push(Element::new("feature", NS_DISCO_INFO).with_attr("var", f));
@@ -813,7 +1033,10 @@ impl Room {
                 }
                 let mut it = Element::new("item", NS_MUC_ADMIN)
                     .with_attr("affiliation", a.name())
-                    .with_attr("jid", jid);
+                    .with_attr("jid", jid.as_str());
+                if let Some(nick) = self.reserved_nick(&jid) {
+                    it.set_attr("nick", nick);
+                }
                 if let Some(r) = reason {
                     it.push(Element::new("reason", NS_MUC_ADMIN).with_text(r));
                 }
@@ -862,6 +1085,8 @@ impl Room {
         };
         let mut roles: Vec<(String, Role, Option<String>)> = Vec::new();
         let mut affs: Vec<(String, Affiliation, Option<String>)> = Vec::new();
+        // §9.3: a member granted by JID may get a reserved nickname with it.
+        let mut nicks: Vec<(String, String)> = Vec::new();
         for item in query.elements().filter(|e| e.is("item", NS_MUC_ADMIN)) {
             let reason = item.child("reason", NS_MUC_ADMIN).map(Element::text);
             if let Some(aff) = item.attr("affiliation") {
@@ -884,6 +1109,25 @@ impl Room {
                 if ctx.admins.contains(&jid) && new != Affiliation::Owner {
                     return Err(StanzaError::new(Cond::NotAllowed)
                         .with_text("a server administrator owns every room"));
+                }
+                if let (Some(_), Some(nick), true) = (
+                    item.attr("jid"),
+                    item.attr("nick"),
+                    new >= Affiliation::Member,
+                ) {
+                    let taken = self.reserved_for_another(nick, &jid)
+                        || nicks
+                            .iter()
+                            .any(|(j, n)| *j != jid && nick_key(n) == nick_key(nick));
+                    if !valid_nick(nick, ctx.limits.max_nick_chars) {
+                        return Err(StanzaError::new(Cond::NotAcceptable)
+                            .with_text("this nickname is not allowed"));
+                    }
+                    if taken {
+                        return Err(StanzaError::new(Cond::Conflict)
+                            .with_text("this nickname is reserved for someone else"));
+                    }
+                    nicks.push((jid.clone(), nick.to_owned()));
                 }
                 affs.push((jid, new, reason));
             } else if let (Some(role), Some(nick)) = (item.attr("role"), item.attr("nick")) {
@@ -947,9 +1191,12 @@ impl Room {
                     reason: reason.as_deref(),
                     ..Announce::default()
                 };
-                self.remove(ctx, i, a, &mut fx.out);
+                self.remove_all(ctx, i, a, &mut fx.out);
             } else if self.occupants[i].role != role {
-                self.occupants[i].role = role;
+                let o = self.occupants[i].clone();
+                for s in self.occupants.iter_mut().filter(|s| same_occupant(s, &o)) {
+                    s.role = role;
+                }
                 let o = self.occupants[i].clone();
                 let a = Announce {
                     actor: actor_nick,
@@ -962,6 +1209,10 @@ impl Room {
         for (jid, aff, reason) in &affs {
             self.set_affiliation(jid.clone(), *aff, reason.clone());
             self.apply_affiliation(ctx, jid, *aff, actor_nick, reason.as_deref(), &mut fx.out);
+        }
+        for (jid, nick) in nicks {
+            // The last item of a JID decides its affiliation: only members and above keep one.
+            self.reserve_nick(jid, nick);
         }
         if !affs.is_empty() && self.config.persistent {
             fx.save = Some(Save::Affiliations(affs));
@@ -1000,7 +1251,7 @@ impl Room {
                     reason,
                     ..Announce::default()
                 };
-                self.remove(ctx, i, a, out);
+                self.remove_all(ctx, i, a, out);
                 continue;
             }
             self.occupants[i].role = default_role(aff, self.config.moderated);
@@ -1010,13 +1261,95 @@ impl Room {
         }
     }
 
+    /// §7.10: registration makes the user a member (if it was not one, or more) with a
+    /// reserved nickname; `<remove/>` gives both up (admins and owners keep their
+    /// affiliation). Banned users may not; in a members-only room only members (and above)
+    /// may, since registering would otherwise let anyone in.
+    fn register(
+        &mut self,
+        ctx: &Ctx,
+        from: &FullJid,
+        query: &Element,
+        set: bool,
+        fx: &mut Effects,
+    ) -> Result<Option<Element>, StanzaError> {
+        let bare = from.to_bare().to_string();
+        let aff = self.affiliation(ctx, &bare);
+        if self.locked && aff != Affiliation::Owner {
+            // §10.1.1: a room waiting for its configuration is not there for anyone else.
+            return Err(StanzaError::new(Cond::ItemNotFound));
+        }
+        if aff == Affiliation::Outcast {
+            return Err(StanzaError::new(Cond::Forbidden));
+        }
+        let closed = self.config.members_only && aff < Affiliation::Member;
+        let request = register::parse(query, set, ctx.limits.max_nick_chars)?;
+        let new_aff = match &request {
+            register::Request::Form => {
+                let registered = self.reserved_nick(&bare);
+                if closed && registered.is_none() {
+                    return Err(not_open_for_registration());
+                }
+                return Ok(Some(register::form(registered)));
+            }
+            register::Request::Cancel => return Ok(None),
+            register::Request::Remove => {
+                if self.reserved_nick(&bare).is_none() && aff != Affiliation::Member {
+                    // Nothing registered: nothing to give up.
+                    return Ok(None);
+                }
+                self.reserved.release(&bare);
+                if aff == Affiliation::Member {
+                    Affiliation::None
+                } else {
+                    aff
+                }
+            }
+            register::Request::Register(nick) => {
+                if closed {
+                    return Err(not_open_for_registration());
+                }
+                let in_use = self
+                    .occupants
+                    .iter()
+                    .any(|o| o.key == nick_key(nick) && o.jid.to_bare().as_str() != bare);
+                if in_use || self.reserved_for_another(nick, &bare) {
+                    return Err(StanzaError::new(Cond::Conflict)
+                        .with_text("this nickname is someone else's"));
+                }
+                if aff == Affiliation::None {
+                    if self.affiliations.len() >= ctx.limits.max_affiliations {
+                        return Err(StanzaError::new(Cond::ResourceConstraint));
+                    }
+                    // Admins of the server own every room but are not listed.
+                    self.set_affiliation(bare.clone(), Affiliation::Member, None);
+                }
+                if !self.affiliations.contains_key(&bare) {
+                    return Err(StanzaError::new(Cond::NotAllowed)
+                        .with_text("a server administrator needs no registration"));
+                }
+                self.reserved.reserve(bare.clone(), nick.clone());
+                aff.max(Affiliation::Member)
+            }
+        };
+        if new_aff != aff {
+            self.set_affiliation(bare.clone(), new_aff, None);
+            self.apply_affiliation(ctx, &bare, new_aff, None, None, &mut fx.out);
+        }
+        if self.config.persistent {
+            let reason = self.affiliations.get(&bare).and_then(|(_, r)| r.clone());
+            fx.save = Some(Save::Affiliations(vec![(bare, new_aff, reason)]));
+        }
+        Ok(None)
+    }
+
     fn owner_get(&self, ctx: &Ctx, from: &FullJid) -> Result<Option<Element>, StanzaError> {
         if self.affiliation(ctx, from.to_bare().as_str()) != Affiliation::Owner {
             return Err(StanzaError::new(Cond::Forbidden));
         }
-        Ok(Some(
-            Element::new("query", NS_MUC_OWNER).with_child(self.config.to_form(ctx.limits)),
-        ))
+        Ok(Some(Element::new("query", NS_MUC_OWNER).with_child(
+            self.config.to_form(ctx.limits, ctx.archiving),
+        )))
     }
 
     /// §10.1.2–§10.2 configuration (also unlocking a new room), §10.1.3 cancelling the first
@@ -1048,7 +1381,7 @@ impl Room {
             Some("submit") => {}
             _ => return Err(StanzaError::new(Cond::BadRequest)),
         }
-        let new = self.config.with_form(form, ctx.limits)?;
+        let new = self.config.with_form(form, ctx.limits, ctx.archiving)?;
         let old = std::mem::replace(&mut self.config, new);
         let was_locked = std::mem::replace(&mut self.locked, false);
         self.history.truncate(self.config.history as usize);
@@ -1077,7 +1410,7 @@ impl Room {
                         codes: &[322],
                         ..Announce::default()
                     };
-                    self.remove(ctx, i, a, &mut fx.out);
+                    self.remove_all(ctx, i, a, &mut fx.out);
                 } else {
                     i += 1;
                 }
@@ -1117,12 +1450,23 @@ impl Room {
             };
             // Last first, so nobody hears of someone already told to leave.
             let last = self.occupants.len() - 1;
-            self.remove(ctx, last, a, &mut fx.out);
+            self.remove_all(ctx, last, a, &mut fx.out);
         }
         self.config.persistent = false;
         self.locked = true;
         fx.save = Some(Save::Remove);
+        fx.remove_archive = true;
     }
+}
+
+/// Two sessions of one occupant: the same user under the same nickname.
+fn same_occupant(a: &Occupant, b: &Occupant) -> bool {
+    a.nick == b.nick && a.jid.to_bare() == b.jid.to_bare()
+}
+
+/// §7.10: a members-only room takes registrations from its members only.
+fn not_open_for_registration() -> StanzaError {
+    StanzaError::new(Cond::NotAllowed).with_text("only members may register with this room")
 }
 
 /// What of an occupant's presence the room repeats: everything but the MUC elements it adds

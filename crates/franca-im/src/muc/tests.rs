@@ -205,6 +205,7 @@ async fn xep0045_7_4_a_groupchat_message_reaches_everyone_as_the_same_bytes() {
         .await;
     let raw = |c: &mut Client| match c.next() {
         Some(Outbound::Xml(x)) => x.to_string(),
+        Some(Outbound::Fanout(f)) => f.to(c.session.jid.as_str()).to_string(),
         other => panic!("{other:?}"),
     };
     let to_juliet = raw(&mut juliet);

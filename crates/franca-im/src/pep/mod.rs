@@ -14,7 +14,11 @@
 //!
 //! Explicit subscriptions (`<subscribe/>`) are not offered: PEP subscriptions are implied by
 //! presence subscriptions and capabilities (XEP-0163 §4.3).
+//!
+//! With the vCard module on, XEP-0398 keeps XEP-0084 avatars and vCard PHOTOs in step and
+//! stamps the XEP-0153 hash into available presence ([`avatar`]).
 
+pub mod avatar;
 pub mod caps;
 pub mod notify;
 pub mod private;
@@ -53,6 +57,8 @@ pub fn is_private(node: &str) -> bool {
 pub struct Pep {
     pub caps: Caps,
     ids: Ids,
+    /// XEP-0398 avatar hashes; `Some` when the conversion is on.
+    avatars: Option<avatar::Hashes>,
 }
 
 impl Pep {
@@ -60,7 +66,19 @@ impl Pep {
         Pep {
             caps: Caps::new(caps_cache),
             ids: Ids::new(),
+            avatars: None,
         }
+    }
+
+    /// Turn on XEP-0398 (the vCard module must hand vCard sets to [`avatar`]).
+    pub fn with_vcard_conversion(mut self) -> Pep {
+        self.avatars = Some(avatar::Hashes::default());
+        self
+    }
+
+    /// The avatar hashes, when XEP-0398 conversion is on.
+    pub fn avatars(&self) -> Option<&avatar::Hashes> {
+        self.avatars.as_ref()
     }
 
     fn service<'a>(server: &'a Server, owner: &'a str) -> Service<'a> {
@@ -179,8 +197,18 @@ impl Pep {
                 let mut stored = Element::new("item", NS_PUBSUB).with_attr("id", id.as_str());
                 stored.children = item.children.clone();
                 let options = options_form(pubsub)?;
+                // XEP-0398 §3.1, decided first: an avatar the vCard cannot hold is refused.
+                let to_vcard = match &self.avatars {
+                    Some(_) if node == avatar::NS_AVATAR_METADATA => {
+                        Some(avatar::vcard_for_metadata(server, &owner, &stored).await?)
+                    }
+                    _ => None,
+                };
                 self.publish(server, &owner, node, &stored, options.as_ref())
                     .await?;
+                if let (Some(change), Some(hashes)) = (to_vcard, &self.avatars) {
+                    avatar::store_vcard(hashes, server, &owner, change).await?;
+                }
                 let ack = Element::new("publish", NS_PUBSUB)
                     .with_attr("node", node)
                     .with_child(Element::new("item", NS_PUBSUB).with_attr("id", id));
@@ -417,6 +445,35 @@ pub(crate) fn now_us() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// The account's disco#info features; the last one only with XEP-0398 conversion on.
+const FEATURES: &[&str] = &[
+    NS_PUBSUB,
+    "http://jabber.org/protocol/pubsub#access-open",
+    "http://jabber.org/protocol/pubsub#access-presence",
+    "http://jabber.org/protocol/pubsub#access-roster",
+    "http://jabber.org/protocol/pubsub#access-whitelist",
+    "http://jabber.org/protocol/pubsub#auto-create",
+    "http://jabber.org/protocol/pubsub#config-node",
+    "http://jabber.org/protocol/pubsub#create-and-configure",
+    "http://jabber.org/protocol/pubsub#create-nodes",
+    "http://jabber.org/protocol/pubsub#delete-items",
+    "http://jabber.org/protocol/pubsub#delete-nodes",
+    "http://jabber.org/protocol/pubsub#filtered-notifications",
+    "http://jabber.org/protocol/pubsub#item-ids",
+    "http://jabber.org/protocol/pubsub#last-published",
+    "http://jabber.org/protocol/pubsub#modify-affiliations",
+    "http://jabber.org/protocol/pubsub#multi-items",
+    "http://jabber.org/protocol/pubsub#persistent-items",
+    "http://jabber.org/protocol/pubsub#publish",
+    "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#purge-nodes",
+    "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-items",
+    NS_PRIVATE,
+    "urn:xmpp:bookmarks:1#compat",
+    avatar::NS_CONVERSION,
+];
+
 #[async_trait::async_trait]
 impl Module for Pep {
     fn name(&self) -> &'static str {
@@ -432,32 +489,10 @@ impl Module for Pep {
     }
 
     fn account_features(&self) -> &'static [&'static str] {
-        &[
-            NS_PUBSUB,
-            "http://jabber.org/protocol/pubsub#access-open",
-            "http://jabber.org/protocol/pubsub#access-presence",
-            "http://jabber.org/protocol/pubsub#access-roster",
-            "http://jabber.org/protocol/pubsub#access-whitelist",
-            "http://jabber.org/protocol/pubsub#auto-create",
-            "http://jabber.org/protocol/pubsub#config-node",
-            "http://jabber.org/protocol/pubsub#create-and-configure",
-            "http://jabber.org/protocol/pubsub#create-nodes",
-            "http://jabber.org/protocol/pubsub#delete-items",
-            "http://jabber.org/protocol/pubsub#delete-nodes",
-            "http://jabber.org/protocol/pubsub#filtered-notifications",
-            "http://jabber.org/protocol/pubsub#item-ids",
-            "http://jabber.org/protocol/pubsub#last-published",
-            "http://jabber.org/protocol/pubsub#modify-affiliations",
-            "http://jabber.org/protocol/pubsub#multi-items",
-            "http://jabber.org/protocol/pubsub#persistent-items",
-            "http://jabber.org/protocol/pubsub#publish",
-            "http://jabber.org/protocol/pubsub#publish-options",
-            "http://jabber.org/protocol/pubsub#purge-nodes",
-            "http://jabber.org/protocol/pubsub#retract-items",
-            "http://jabber.org/protocol/pubsub#retrieve-items",
-            NS_PRIVATE,
-            "urn:xmpp:bookmarks:1#compat",
-        ]
+        match FEATURES.split_last() {
+            Some((_, without)) if self.avatars.is_none() => without,
+            _ => FEATURES,
+        }
     }
 
     async fn handle_iq(&self, server: &Arc<Server>, req: IqRequest<'_>) -> IqResult {
@@ -483,7 +518,17 @@ impl Module for Pep {
         stanza: &mut Element,
     ) -> Flow {
         // Cheap checks first: this runs for every stanza a client sends.
-        if stanza.name != "presence" || stanza.attr("to").is_some() {
+        if stanza.name != "presence" {
+            return Flow::Continue;
+        }
+        // XEP-0398 §4: every available presence, directed ones (MUC joins) too.
+        if let Some(hashes) = &self.avatars
+            && stanza.attr("type").is_none()
+            && let Some(hash) = avatar::current(server, hashes, &session.jid.to_bare()).await
+        {
+            avatar::stamp(stanza, hash.as_deref());
+        }
+        if stanza.attr("to").is_some() {
             return Flow::Continue;
         }
         match stanza.attr("type") {
@@ -521,9 +566,21 @@ impl Module for Pep {
         Flow::Handled
     }
 
-    async fn session_event(&self, _server: &Arc<Server>, event: &SessionEvent) {
+    async fn session_event(&self, server: &Arc<Server>, event: &SessionEvent) {
         if let SessionEvent::Closed(session) = event {
             self.caps.gone(&session.jid);
+            let user = session.jid.to_bare();
+            if let Some(hashes) = &self.avatars
+                && server.sessions.resources(&user).is_empty()
+            {
+                hashes.forget(&user);
+            }
+        }
+    }
+
+    async fn user_removed(&self, _server: &Arc<Server>, user: &BareJid) {
+        if let Some(hashes) = &self.avatars {
+            hashes.forget(user);
         }
     }
 }

@@ -62,7 +62,7 @@ fn caps_query(features: &[&str]) -> Element {
 
 /// Bind `jid`, send initial presence with caps for `features`, answer the caps query, and
 /// drain what the login produced.
-async fn online_with_caps(server: &Arc<Server>, jid: &str, features: &[&str]) -> Client {
+pub(super) async fn online_with_caps(server: &Arc<Server>, jid: &str, features: &[&str]) -> Client {
     let mut c = Client::bind(server, jid).await;
     let q = caps_query(features);
     let ver = caps::verification_hash(&q);
@@ -85,11 +85,11 @@ async fn online_with_caps(server: &Arc<Server>, jid: &str, features: &[&str]) ->
     c
 }
 
-fn drain(c: &mut Client) -> Vec<Element> {
+pub(super) fn drain(c: &mut Client) -> Vec<Element> {
     std::iter::from_fn(|| c.recv()).collect()
 }
 
-fn events(stanzas: &[Element]) -> Vec<&Element> {
+pub(super) fn events(stanzas: &[Element]) -> Vec<&Element> {
     stanzas
         .iter()
         .filter(|s| s.name == "message" && s.has_child("event", crate::pubsub::NS_PUBSUB_EVENT))

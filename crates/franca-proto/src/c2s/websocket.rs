@@ -103,6 +103,12 @@ pub fn with_client_ns(xml: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Where [`with_client_ns`] puts the declaration in `xml` (the end of the root's name), or
+/// `None` when it leaves `xml` unchanged; a shared fan-out stanza decides once with it.
+pub fn client_ns_insertion(xml: &str) -> Option<usize> {
+    insertion_point(xml.as_bytes())
+}
+
 /// Where the declaration goes (the end of the root's name), or `None` if it must not be added.
 fn insertion_point(b: &[u8]) -> Option<usize> {
     let is_space = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');

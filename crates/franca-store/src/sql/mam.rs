@@ -183,6 +183,27 @@ impl SqlStore {
         Ok(done.rows_affected())
     }
 
+    pub(super) async fn archive_expire_owner_impl(
+        &self,
+        owner: &str,
+        before_us: i64,
+        limit: u32,
+    ) -> Result<u64> {
+        // The owner's rows only, oldest first along the `(owner, id)` index (ids sort by time).
+        let done = sqlx::query(
+            "DELETE FROM mam_messages WHERE (owner, id) IN \
+             (SELECT owner, id FROM mam_messages WHERE owner = $1 AND stamp_us < $2 \
+             ORDER BY id LIMIT $3)",
+        )
+        .bind(owner)
+        .bind(before_us)
+        .bind(i64::from(limit))
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     pub(super) async fn archive_remove_impl(&self, owner: &str) -> Result<u64> {
         let done = sqlx::query("DELETE FROM mam_messages WHERE owner = $1")
             .bind(owner)

@@ -34,7 +34,7 @@ impl SqlStore {
             });
         }
         let rows = sqlx::query(
-            "SELECT a.room_jid, a.jid, a.affiliation, a.reason FROM muc_affiliations a \
+            "SELECT a.room_jid, a.jid, a.affiliation, a.reason, a.nick FROM muc_affiliations a \
              JOIN muc_rooms r ON r.room_jid = a.room_jid WHERE r.service = $1 \
              ORDER BY a.room_jid, a.jid",
         )
@@ -55,6 +55,7 @@ impl SqlStore {
                     jid: get(row, "jid")?,
                     affiliation: get(row, "affiliation")?,
                     reason: get(row, "reason")?,
+                    nick: get(row, "nick")?,
                 });
             }
         }
@@ -153,12 +154,12 @@ async fn insert_affiliations(
     room: &str,
     list: &[MucAffiliation],
 ) -> Result<()> {
-    for chunk in list.chunks(CHUNK / 4) {
+    for chunk in list.chunks(CHUNK / 5) {
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("($1, {})", placeholders(2 + i * 3, 3)))
+            .map(|i| format!("($1, {})", placeholders(2 + i * 4, 4)))
             .collect();
         let sql = format!(
-            "INSERT INTO muc_affiliations (room_jid, jid, affiliation, reason) VALUES {}",
+            "INSERT INTO muc_affiliations (room_jid, jid, affiliation, reason, nick) VALUES {}",
             values.join(", ")
         );
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(room);
@@ -166,7 +167,8 @@ async fn insert_affiliations(
             q = q
                 .bind(a.jid.as_str())
                 .bind(a.affiliation.as_str())
-                .bind(a.reason.as_deref());
+                .bind(a.reason.as_deref())
+                .bind(a.nick.as_deref());
         }
         q.execute(&mut **tx).await.map_err(db)?;
     }

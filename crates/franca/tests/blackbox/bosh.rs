@@ -56,7 +56,7 @@ fn is_terminate(body: &str, condition: &str) -> bool {
 }
 
 /// A BOSH session driven one request at a time.
-struct Bosh {
+pub(crate) struct Bosh {
     port: u16,
     sid: String,
     rid: u64,
@@ -65,7 +65,7 @@ struct Bosh {
 impl Bosh {
     /// Creates a session (`wait` seconds per empty poll, `hold='1'`); returns it and the
     /// creation response.
-    fn create(server: &Server, wait: u32) -> (Bosh, String) {
+    pub(crate) fn create(server: &Server, wait: u32) -> (Bosh, String) {
         Bosh::try_create(server, wait).unwrap_or_else(|(status, body)| panic!("{status}: {body}"))
     }
 
@@ -118,12 +118,12 @@ impl Bosh {
         body
     }
 
-    fn send(&mut self, payload: &str) -> String {
+    pub(crate) fn send(&mut self, payload: &str) -> String {
         self.send_with("", payload)
     }
 
     /// Empty polls until a response satisfies `pred`.
-    fn poll_until(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn poll_until(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let body = self.send("");
@@ -136,7 +136,7 @@ impl Bosh {
     }
 
     /// SASL PLAIN, the restart and the binding of `resource`.
-    fn login(&mut self, user: (&str, &str), resource: &str) {
+    pub(crate) fn login(&mut self, user: (&str, &str), resource: &str) {
         let plain =
             base64::engine::general_purpose::STANDARD.encode(format!("\0{}\0{}", user.0, user.1));
         let success = self.send(&format!(

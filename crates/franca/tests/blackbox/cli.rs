@@ -154,3 +154,80 @@ fn duplicate_user_is_refused() {
     let out = s.cli(&["user", "add", "frank@localhost"], "pw-2\n");
     assert_one_line_error(&out, "adding an existing user", "frank@localhost");
 }
+
+/// Issue 6 §2: `user federation <jid> allow|deny` sets the per-account bar, shows it, and
+/// `user list` marks barred accounts. Removing the account removes the bar.
+#[test]
+fn user_federation_allow_deny() {
+    let s = Server::new(Options::default());
+    assert_ok(
+        &s.cli(&["user", "add", "gina@localhost"], "gina-pw\n"),
+        "user add gina",
+    );
+    let show = |s: &Server| {
+        let out = s.cli(&["user", "federation", "gina@localhost"], "");
+        assert_ok(&out, "user federation (show)");
+        text(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(show(&s), "gina@localhost: federation allowed");
+
+    let out = s.cli(&["user", "federation", "Gina@LocalHost", "deny"], "");
+    assert_ok(&out, "user federation deny");
+    assert!(
+        text(&out.stdout).contains("denied"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(show(&s), "gina@localhost: federation denied");
+    let users = listed(&s, None);
+    assert!(
+        users
+            .iter()
+            .any(|u| u == "gina@localhost (federation denied)"),
+        "{users:?}"
+    );
+    // Denying twice is fine.
+    assert_ok(
+        &s.cli(&["user", "federation", "gina@localhost", "deny"], ""),
+        "user federation deny again",
+    );
+
+    assert_ok(
+        &s.cli(&["user", "federation", "gina@localhost", "allow"], ""),
+        "user federation allow",
+    );
+    assert_eq!(show(&s), "gina@localhost: federation allowed");
+    assert!(listed(&s, None).iter().any(|u| u == "gina@localhost"));
+
+    // The bar goes with the account.
+    assert_ok(
+        &s.cli(&["user", "federation", "gina@localhost", "deny"], ""),
+        "user federation deny before remove",
+    );
+    assert_ok(
+        &s.cli(&["user", "remove", "gina@localhost"], ""),
+        "user remove gina",
+    );
+    assert_ok(
+        &s.cli(&["user", "add", "gina@localhost"], "gina-pw-2\n"),
+        "user add gina again",
+    );
+    assert_eq!(show(&s), "gina@localhost: federation allowed");
+}
+
+#[test]
+fn user_federation_errors_are_one_line() {
+    let s = Server::new(Options::default());
+    assert_one_line_error(
+        &s.cli(&["user", "federation", "ghost@localhost", "deny"], ""),
+        "user federation of an unknown user",
+        "ghost@localhost",
+    );
+    assert_one_line_error(
+        &s.cli(&["user", "federation", "bob@elsewhere.example", "deny"], ""),
+        "user federation on a domain that is not served",
+        "elsewhere.example",
+    );
+    let out = s.cli(&["user", "federation", "ghost@localhost", "maybe"], "");
+    assert!(!out.status.success(), "an unknown action is refused");
+}

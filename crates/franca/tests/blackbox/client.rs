@@ -328,6 +328,30 @@ impl Conn {
         self.mark = 0;
     }
 
+    /// Like `upgrade_tls`, with the caller's TLS configuration and server name: an s2s peer
+    /// that presents a certificate of its own (SASL EXTERNAL) or checks another name.
+    pub fn upgrade_tls_with(&mut self, config: Arc<rustls::ClientConfig>, name: &str) {
+        let sock = match std::mem::replace(&mut self.transport, Transport::Gone) {
+            Transport::Plain(s) => s,
+            _ => panic!("upgrade_tls_with on a connection that is not plain TCP"),
+        };
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+        let name = ServerName::try_from(name.to_owned()).expect("server name");
+        let conn = rustls::ClientConnection::new(config, name).expect("TLS client");
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tls.conn.is_handshaking() {
+            match tls.conn.complete_io(&mut tls.sock) {
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
+                Err(e) => panic!("TLS handshake with franca failed: {e}"),
+            }
+        }
+        self.transport = Transport::Tls(Box::new(tls));
+        self.buf.clear();
+        self.mark = 0;
+    }
+
     /// SCRAM-SHA-256 (RFC 7677) without channel binding. Ok(success text) or Err(what the
     /// server said instead: a SASL failure, a stream error, or the stream closing).
     pub fn scram_sha256(&mut self, user: &str, password: &str) -> Result<String, String> {

@@ -96,8 +96,15 @@ pub struct Options {
     pub limits: Vec<(&'static str, String)>,
     /// Extra TOML appended verbatim.
     pub extra: String,
-    /// Users created before start (localpart, password) on DOMAIN.
+    /// Users created before start (localpart, password) on `domain`.
     pub users: Vec<(&'static str, &'static str)>,
+    /// The served domain (`DOMAIN` unless a test needs two servers, as s2s tests do).
+    pub domain: &'static str,
+    /// Listen for s2s on a free port (`Server::s2s`); otherwise no s2s listener.
+    pub s2s: bool,
+    /// XEP-0114 components (domain, secret) as `[[component]]` entries; when any are given,
+    /// the component listener opens on a free port (`Server::component`).
+    pub components: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -107,6 +114,9 @@ impl Default for Options {
             limits: Vec::new(),
             extra: String::new(),
             users: vec![ALICE, BOB],
+            domain: DOMAIN,
+            s2s: false,
+            components: Vec::new(),
         }
     }
 }
@@ -137,6 +147,10 @@ pub struct Server {
     pub https: u16,
     /// One TLS port for XMPP and HTTPS (ALPN).
     pub multiplex: u16,
+    /// The s2s listener's port when `Options::s2s`; 0 otherwise.
+    pub s2s: u16,
+    /// The component listener's port when `Options::components` is not empty; 0 otherwise.
+    pub component: u16,
     pub storage_url: String,
     pub opts: Options,
     child: Option<Child>,
@@ -154,7 +168,23 @@ impl Server {
             .tempdir()
             .expect("create a temporary directory");
         let data_dir = dir.path().join("data");
-        let [c2s, c2s_tls, http, https, multiplex] = free_ports::<5>();
+        let [c2s, c2s_tls, http, https, multiplex, s2s_port] = free_ports::<6>();
+        let s2s = if opts.s2s { s2s_port } else { 0 };
+        let s2s_listen = if opts.s2s {
+            format!("\"127.0.0.1:{s2s}\"")
+        } else {
+            String::new()
+        };
+        let component = if opts.components.is_empty() {
+            0
+        } else {
+            free_ports::<1>()[0]
+        };
+        let component_listen = if component == 0 {
+            String::new()
+        } else {
+            format!("\"127.0.0.1:{component}\"")
+        };
         let storage_url = match pg_admin_url() {
             Some(admin) => pg_fresh_database(&admin),
             None => format!("sqlite://{}", data_dir.join("franca.db").display()),
@@ -163,7 +193,7 @@ impl Server {
         let _ = writeln!(
             cfg,
             "[server]\ndomains = [{}]\ndata_dir = {}\nallow_plaintext = {}\n",
-            toml_str(DOMAIN),
+            toml_str(opts.domain),
             toml_str(&data_dir.display().to_string()),
             opts.allow_plaintext
         );
@@ -171,7 +201,7 @@ impl Server {
         let _ = writeln!(
             cfg,
             "[listen]\nc2s = [\"127.0.0.1:{c2s}\"]\nc2s_tls = [\"127.0.0.1:{c2s_tls}\"]\nhttp = [\"127.0.0.1:{http}\"]\n\
-             https = [\"127.0.0.1:{https}\"]\nmultiplex = [\"127.0.0.1:{multiplex}\"]\ns2s = []\ncomponent = []\n"
+             https = [\"127.0.0.1:{https}\"]\nmultiplex = [\"127.0.0.1:{multiplex}\"]\ns2s = [{s2s_listen}]\ncomponent = [{component_listen}]\n"
         );
         if !opts.limits.is_empty() {
             cfg.push_str("[limits]\n");
@@ -181,6 +211,14 @@ impl Server {
             cfg.push('\n');
         }
         cfg.push_str(&opts.extra);
+        for (domain, secret) in &opts.components {
+            let _ = writeln!(
+                cfg,
+                "\n[[component]]\ndomain = {}\nsecret = {}",
+                toml_str(domain),
+                toml_str(secret)
+            );
+        }
         let config = dir.path().join("franca.toml");
         std::fs::write(&config, cfg).expect("write config");
         let log = dir.path().join("server.log");
@@ -194,6 +232,8 @@ impl Server {
             http,
             https,
             multiplex,
+            s2s,
+            component,
             storage_url,
             opts,
             child: None,
@@ -204,7 +244,7 @@ impl Server {
     pub fn start_with(opts: Options) -> Server {
         let mut s = Server::new(opts);
         for (user, pw) in s.opts.users.clone() {
-            s.add_user(&format!("{user}@{DOMAIN}"), pw);
+            s.add_user(&format!("{user}@{}", s.opts.domain), pw);
         }
         s.start();
         s
@@ -248,8 +288,23 @@ impl Server {
 
     /// Moves every listener of the config to fresh ports.
     fn new_ports(&mut self) {
-        let [c2s, c2s_tls, http, https, multiplex] = free_ports::<5>();
+        let [c2s, c2s_tls, http, https, multiplex, s2s] = free_ports::<6>();
         let mut cfg = std::fs::read_to_string(&self.config).expect("read config");
+        if self.s2s != 0 {
+            cfg = cfg.replace(
+                &format!("\"127.0.0.1:{}\"", self.s2s),
+                &format!("\"127.0.0.1:{s2s}\""),
+            );
+            self.s2s = s2s;
+        }
+        if self.component != 0 {
+            let [component] = free_ports::<1>();
+            cfg = cfg.replace(
+                &format!("\"127.0.0.1:{}\"", self.component),
+                &format!("\"127.0.0.1:{component}\""),
+            );
+            self.component = component;
+        }
         for (old, new) in [
             (self.c2s, c2s),
             (self.c2s_tls, c2s_tls),
@@ -387,16 +442,30 @@ impl Server {
 
     pub fn login_from(&self, src: IpAddr, user: (&str, &str), resource: &str) -> Conn {
         let mut c = Conn::connect_from(src, self.c2s, &self.cert_pem());
-        c.open_stream();
+        self.open_stream(&mut c);
         if !self.opts.allow_plaintext {
             c.starttls();
-            c.open_stream();
+            self.open_stream(&mut c);
         }
         c.scram_sha256(user.0, user.1)
             .unwrap_or_else(|f| panic!("login of {} refused: {f}", user.0));
-        c.open_stream();
+        self.open_stream(&mut c);
         c.bind(resource);
         c
+    }
+
+    /// A c2s stream header to this server's domain, then its features.
+    fn open_stream(&self, c: &mut Conn) {
+        if self.opts.domain == DOMAIN {
+            c.open_stream();
+            return;
+        }
+        c.send(format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' to='{}' version='1.0'>",
+            self.opts.domain
+        ));
+        c.wait("<stream:features/>", 15, crate::client::has_features);
     }
 
     /// The invariant after every hostile case: the process is alive, a new session logs in and

@@ -28,17 +28,37 @@
 //!   offline account and for a session hibernated by XEP-0198; disabling; error answers.
 //! - `muc`: XEP-0045 group chat: discovery, two users in a room, nickname conflict, kick and
 //!   ban, members-only, history on join, a persistent room across a restart.
+//! - `muc_mam`: a room's XEP-0313 archive (stanza-ids, queries to the room JID, real JIDs,
+//!   members-only refusal, capped `max`) and XEP-0045 registration with reserved nicknames,
+//!   across a restart.
 //! - `compliance`: the XEP-0479 Advanced Server self-check (Core and IM): each entry advertised
 //!   and exercised, gaps reported as missing (the table is also in `docs/COMPLIANCE.md`).
 //! - `pubsub`: the XEP-0060 service at `pubsub.localhost`: create, publish, subscribe and notify.
+//! - `component`: XEP-0114: a raw-socket component handshakes, exchanges messages and IQs with
+//!   a local user, is listed in disco; wrong secret, unknown domain, duplicate, spoofed `from`,
+//!   oversize stanza and garbage get their stream errors.
+//! - `fanout`: a groupchat message reaches occupants on TCP, WebSocket and BOSH, each copy
+//!   addressed to its recipient (escaped) and otherwise the same bytes; also after XEP-0198
+//!   resumption and through the XEP-0352 hold queue.
+//! - `s2s`: federation between two Franca processes (`a.test`, `b.test`, static routes):
+//!   dialback over STARTTLS and SASL EXTERNAL with a test CA, chat, subscriptions and presence,
+//!   a remote MUC occupant, bounces and queueing, idle links, refusals by policy and per user.
 //! - `upload`: XEP-0363 HTTP file upload: slot, PUT and GET, size, type, secret and quota refusals.
+//! - `avatar`: XEP-0398 conversion: a XEP-0084 avatar seen as vCard PHOTO and presence hash, a
+//!   vCard PHOTO published to PEP, bad and oversized PHOTOs refused, the hash in room presence.
+//! - `s2s_hostile`: raw s2s peers (issue 6): spoofed `from`, stanzas before authentication, an
+//!   invalid dialback key, a certificate for another name, a denied domain, a flood on one link.
+//! - `s2s_push`: XEP-0357 notifications to an app server on another Franca, over federation.
 
+mod avatar;
 mod bosh;
 mod cli;
 mod client;
 mod compliance;
+mod component;
 mod config;
 mod csi;
+mod fanout;
 mod harness;
 mod hostile;
 mod https;
@@ -46,10 +66,14 @@ mod import;
 mod lifecycle;
 mod mam;
 mod muc;
+mod muc_mam;
 mod multiplex;
 mod pep;
 mod pubsub;
 mod push;
+mod s2s;
+mod s2s_hostile;
+mod s2s_push;
 mod sasl2;
 mod sm;
 mod upload;
