@@ -3,12 +3,13 @@
 //! ClientHello), then each remote domain authenticates with SASL EXTERNAL (XEP-0178, when its
 //! certificate is valid for it) or a dialback key we verify with its authoritative server
 //! (XEP-0220 §2.2; XEP-0344: skipped when the certificate already proves the domain). The same
-//! stream answers `<db:verify/>` for keys we made (the authoritative role).
+//! stream answers `<db:verify/>` for keys we made (the authoritative role), and, when the peer
+//! asked for XEP-0288, carries our stanzas for the authenticated domain back.
 //!
 //! Every stanza is checked before it is routed: none before authentication (`<not-authorized/>`),
-//! its `from` domain must be one verified on this stream (`<invalid-from/>` otherwise), its `to` domain one we serve or host
-//! (`<host-unknown/>`), and a local recipient barred from federating gets a `policy-violation`
-//! bounce. A domain refused by policy is told so with `<policy-violation/>` and a text, at the
+//! its `from` domain must be one verified on this stream (`<invalid-from/>` otherwise), its `to`
+//! domain one we serve or host (`<host-unknown/>`), and a local recipient barred from federating
+//! gets a `policy-violation` bounce. A domain refused by policy is told so with `<policy-violation/>` and a text, at the
 //! header when it names itself there, or in the dialback answer.
 
 use crate::federation::Ctx;
@@ -128,6 +129,9 @@ async fn serve(
         verified: HashSet::new(),
         pending: 0,
         verdicts: tx,
+        bidi: false,
+        reverse: None,
+        reverse_rx: None,
     };
     conn.run(rx).await;
 }
@@ -162,6 +166,13 @@ struct Inbound {
     verified: HashSet<String>,
     pending: usize,
     verdicts: mpsc::Sender<Verdict>,
+    /// XEP-0288: the peer asked for a bidirectional stream.
+    bidi: bool,
+    /// The (local, remote) pair whose outbound stanzas this stream carries (XEP-0288), and the
+    /// id of its entry in the link registry.
+    reverse: Option<(String, String, u64)>,
+    /// Its queue, until `run` takes it.
+    reverse_rx: Option<mpsc::Receiver<Element>>,
 }
 
 impl Inbound {
@@ -171,7 +182,11 @@ impl Inbound {
         let auth_deadline = Instant::now() + self.ctx.negotiation + self.ctx.connect_timeout();
         let idle = self.ctx.idle_timeout();
         let mut last = Instant::now();
+        let mut reverse: Option<mpsc::Receiver<Element>> = None;
         loop {
+            if reverse.is_none() {
+                reverse = self.reverse_rx.take();
+            }
             let authenticated = !self.verified.is_empty();
             let next = tokio::select! {
                 _ = stopping(&mut shutdown) => {
@@ -189,6 +204,10 @@ impl Inbound {
                     }
                 }
                 Some(v) = verdicts.recv() => self.on_verdict(v).await,
+                Some(stanza) = recv_reverse(&mut reverse) => {
+                    last = Instant::now();
+                    self.carry_reverse(stanza, &mut reverse).await
+                }
                 _ = tokio::time::sleep_until(auth_deadline), if !authenticated => {
                     self.fail(StreamError::ConnectionTimeout, "no domain was authenticated in time").await
                 }
@@ -199,9 +218,48 @@ impl Inbound {
                 }
             };
             if let Next::End = next {
-                return;
+                break;
             }
         }
+        if let (Some((local, remote, id)), Some(rx)) = (self.reverse.take(), reverse) {
+            crate::pool::detach(&self.ctx, &self.server, &local, &remote, id, rx).await;
+        }
+    }
+
+    /// XEP-0288: write our stanzas for the peer's domain on this stream (a batch at a time).
+    async fn carry_reverse(
+        &mut self,
+        first: Element,
+        rx: &mut Option<mpsc::Receiver<Element>>,
+    ) -> Next {
+        let mut next = Some(first);
+        let mut n: u64 = 0;
+        while let Some(stanza) = next.take() {
+            self.stream.push(&s2s::to_server_ns(stanza));
+            n += 1;
+            if n < 64 {
+                next = rx.as_mut().and_then(|rx| rx.try_recv().ok());
+            }
+        }
+        metrics::counter!("franca_s2s_stanzas_out_total").increment(n);
+        match self.stream.flush().await {
+            Ok(()) => Next::Continue,
+            Err(_) => Next::End,
+        }
+    }
+
+    /// `domain` is authenticated on this stream for stanzas to `local`. On a bidirectional
+    /// stream (XEP-0288) our stanzas from `local` to `domain` may now go back on it.
+    fn authenticated(&mut self, local: &str, domain: String) {
+        if self.bidi
+            && self.reverse.is_none()
+            && let Some((id, rx)) = crate::pool::attach(&self.ctx, local, &domain)
+        {
+            tracing::info!(peer = %self.peer, domain, "s2s inbound stream is bidirectional (XEP-0288)");
+            self.reverse = Some((local.to_owned(), domain.clone(), id));
+            self.reverse_rx = Some(rx);
+        }
+        self.verified.insert(domain);
     }
 
     /// The header to send before a stream error when ours is not out yet (RFC 6120 §4.9.1.1).
@@ -224,11 +282,8 @@ impl Inbound {
         Next::End
     }
 
-    /// Whether `domain` is ours to receive stanzas for: served, hosted or a component.
     fn ours(&self, domain: &str) -> bool {
-        self.server.serves(domain)
-            || self.server.service(domain).is_some()
-            || self.server.components.get(domain).is_some()
+        ours(&self.server, domain)
     }
 
     async fn on_event(&mut self, ev: Event) -> Next {
@@ -285,7 +340,7 @@ impl Inbound {
             external,
             dialback: tls && !self.ctx.policy.require_valid_certs(),
             dialback_errors: tls,
-            bidi: false,
+            bidi: tls,
         };
         self.stream.push(&features.to_element());
         match self.stream.flush().await {
@@ -324,6 +379,11 @@ impl Inbound {
         }
         if el.is("auth", NS_SASL) {
             return self.sasl_external(&el).await;
+        }
+        if el.is("bidi", s2s::NS_BIDI) {
+            // XEP-0288 §2: sent before authenticating; takes effect once a domain is.
+            self.bidi = true;
+            return Next::Continue;
         }
         if el.ns == dialback::NS_DIALBACK {
             return self.dialback(&el).await;
@@ -386,7 +446,8 @@ impl Inbound {
         }
         if success && let Some(domain) = self.claimed.clone() {
             tracing::info!(peer = %self.peer, domain, "s2s inbound authenticated (SASL EXTERNAL)");
-            self.verified.insert(domain);
+            let local = self.local.clone().unwrap_or_default();
+            self.authenticated(&local, domain);
             self.sasl_done = true;
             self.header_sent = false;
             self.stream.restart();
@@ -458,7 +519,7 @@ impl Inbound {
             Some(DbElement::result_answer(&to, &from, true))
         } else if matches!(self.cert(&from), CertStatus::Valid) {
             // XEP-0344 §2.4: the certificate already proves the domain; no callback needed.
-            self.verified.insert(from.clone());
+            self.authenticated(&to, from.clone());
             Some(DbElement::result_answer(&to, &from, true))
         } else if self.ctx.policy.require_valid_certs() {
             Some(refuse(
@@ -503,7 +564,7 @@ impl Inbound {
         let answer = match v.result {
             Ok(true) => {
                 tracing::info!(peer = %self.peer, domain = v.from, "s2s inbound authenticated (dialback)");
-                self.verified.insert(v.from.clone());
+                self.authenticated(&v.to, v.from.clone());
                 DbElement::result_answer(&v.to, &v.from, true)
             }
             Ok(false) => {
@@ -521,19 +582,6 @@ impl Inbound {
 
     /// RFC 6120 §8.1.1.2, §4.9.3.9, §4.9.3.6: check the addresses, then route.
     async fn stanza(&mut self, el: Element) -> Next {
-        let Some(from) = el.attr("from") else {
-            return self
-                .fail(StreamError::ImproperAddressing, "a stanza without 'from'")
-                .await;
-        };
-        let from = match Jid::new(from) {
-            Ok(j) => j,
-            Err(_) => {
-                return self
-                    .fail(StreamError::InvalidFrom, "a stanza with a malformed 'from'")
-                    .await;
-            }
-        };
         if self.verified.is_empty() {
             // RFC 6120 §4.9.3.12: data before the stream is authenticated at all.
             return self
@@ -543,46 +591,87 @@ impl Inbound {
                 )
                 .await;
         }
-        if !self.verified.contains(from.domain().as_str()) {
-            let text = format!(
-                "{} has not been authenticated on this stream",
-                from.domain()
-            );
-            return self.fail(StreamError::InvalidFrom, &text).await;
+        let verified = &self.verified;
+        match receive(&self.ctx, &self.server, |d| verified.contains(d), el).await {
+            Ok(()) => Next::Continue,
+            Err((err, text)) => self.fail(err, &text).await,
         }
-        let Some(to) = el.attr("to").map(str::to_owned) else {
-            return self
-                .fail(StreamError::ImproperAddressing, "a stanza without 'to'")
-                .await;
-        };
-        let stanza = s2s::from_server_ns(el);
-        let to = match Jid::new(&to) {
-            Ok(j) => j,
-            Err(_) => {
-                if let Some(reply) = error_reply(&stanza, &StanzaError::new(Cond::JidMalformed)) {
-                    self.server.route(reply).await;
-                }
-                return Next::Continue;
-            }
-        };
-        if !self.ours(to.domain().as_str()) {
-            let text = format!("this server does not serve {}", to.domain());
-            return self.fail(StreamError::HostUnknown, &text).await;
+    }
+}
+
+/// A stanza that arrived from another server, on an inbound stream or (XEP-0288) on one of
+/// ours: RFC 6120 §8.1.1.2 checks, the per-user bar, then the router. `verified` says whether a
+/// domain is authenticated on that stream. `Err` is the stream error to close with.
+pub(crate) async fn receive(
+    ctx: &Ctx,
+    server: &Arc<Server>,
+    verified: impl Fn(&str) -> bool,
+    el: Element,
+) -> Result<(), (StreamError, String)> {
+    let Some(from) = el.attr("from") else {
+        return Err((
+            StreamError::ImproperAddressing,
+            "a stanza without 'from'".into(),
+        ));
+    };
+    let Ok(from) = Jid::new(from) else {
+        return Err((
+            StreamError::InvalidFrom,
+            "a stanza with a malformed 'from'".into(),
+        ));
+    };
+    if !verified(from.domain().as_str()) {
+        let text = format!(
+            "{} has not been authenticated on this stream",
+            from.domain()
+        );
+        return Err((StreamError::InvalidFrom, text));
+    }
+    let Some(to) = el.attr("to").map(str::to_owned) else {
+        return Err((
+            StreamError::ImproperAddressing,
+            "a stanza without 'to'".into(),
+        ));
+    };
+    let stanza = s2s::from_server_ns(el);
+    let Ok(to) = Jid::new(&to) else {
+        if let Some(reply) = error_reply(&stanza, &StanzaError::new(Cond::JidMalformed)) {
+            server.route(reply).await;
         }
-        metrics::counter!("franca_s2s_stanzas_in_total").increment(1);
-        if to.node().is_some()
-            && self.server.serves(to.domain().as_str())
-            && let Err(why) = self.ctx.permission.may_federate(&to.to_bare()).await
-        {
-            let err = StanzaError::new(Cond::PolicyViolation).with_text(why);
-            if let Some(mut reply) = error_reply(&stanza, &err) {
-                // From the server, not the barred account: the bar also stops stanzas from it.
-                reply.set_attr("from", to.domain().as_str());
-                self.server.route(reply).await;
-            }
-            return Next::Continue;
+        return Ok(());
+    };
+    if !ours(server, to.domain().as_str()) {
+        let text = format!("this server does not serve {}", to.domain());
+        return Err((StreamError::HostUnknown, text));
+    }
+    metrics::counter!("franca_s2s_stanzas_in_total").increment(1);
+    if to.node().is_some()
+        && server.serves(to.domain().as_str())
+        && let Err(why) = ctx.permission.may_federate(&to.to_bare()).await
+    {
+        let err = StanzaError::new(Cond::PolicyViolation).with_text(why);
+        if let Some(mut reply) = error_reply(&stanza, &err) {
+            // From the server, not the barred account: the bar also stops stanzas from it.
+            reply.set_attr("from", to.domain().as_str());
+            server.route(reply).await;
         }
-        self.server.route(stanza).await;
-        Next::Continue
+        return Ok(());
+    }
+    server.route(stanza).await;
+    Ok(())
+}
+
+/// Whether `domain` is ours to receive stanzas for: served, hosted or a component.
+pub(crate) fn ours(server: &Server, domain: &str) -> bool {
+    server.serves(domain)
+        || server.service(domain).is_some()
+        || server.components.get(domain).is_some()
+}
+
+/// The next stanza of an optional queue; pending forever without one.
+async fn recv_reverse(rx: &mut Option<mpsc::Receiver<Element>>) -> Option<Element> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

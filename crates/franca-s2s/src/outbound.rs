@@ -221,22 +221,38 @@ async fn open(ctx: &Ctx, local: &str, remote: &str) -> Result<Opened, ConnectErr
 }
 
 /// An authenticated stream from `local` to `remote`, ready for stanzas.
-pub async fn connect(ctx: &Ctx, local: &str, remote: &str) -> Result<XmlStream, ConnectError> {
+pub struct Connected {
+    pub stream: XmlStream,
+    /// XEP-0288: the remote may send its stanzas for us back on this stream.
+    pub bidi: bool,
+}
+
+/// Open and authenticate a stream from `local` to `remote`.
+pub async fn connect(ctx: &Ctx, local: &str, remote: &str) -> Result<Connected, ConnectError> {
     let Opened {
         stream: mut s,
         id,
         features,
     } = open(ctx, local, remote).await?;
+    let cert = cert_status(ctx, &s, remote);
     if ctx.policy.require_valid_certs() {
         // Our stanzas must reach the real `remote`: with certificates required, its own must
         // prove it, whatever it accepts from us.
-        if let Some(why) = not_valid(&cert_status(ctx, &s, remote)) {
+        if let Some(why) = not_valid(&cert) {
             s.close().await;
             return Err(ConnectError::policy(format!(
                 "the certificate of {remote} is not valid for it ({why}), and this server \
                  requires valid certificates"
             )));
         }
+    }
+    // XEP-0288 §2: asked before authenticating. Only when the remote's certificate proves its
+    // domain, since what comes back on this stream is taken as coming from it.
+    let bidi = features.bidi && cert.is_valid();
+    if bidi {
+        s.send(&Element::new("bidi", s2s::NS_BIDI))
+            .await
+            .map_err(|e| ConnectError::not_found(format!("writing to {remote}: {e}")))?;
     }
     if features.external {
         s.send(&s2s::auth_external(local))
@@ -246,8 +262,13 @@ pub async fn connect(ctx: &Ctx, local: &str, remote: &str) -> Result<XmlStream, 
         if answer.is("success", NS_SASL) {
             s.restart();
             exchange_headers(&mut s, local, remote).await?;
-            tracing::info!(local, remote, "s2s outbound authenticated (SASL EXTERNAL)");
-            return Ok(s);
+            tracing::info!(
+                local,
+                remote,
+                bidi,
+                "s2s outbound authenticated (SASL EXTERNAL)"
+            );
+            return Ok(Connected { stream: s, bidi });
         }
         // RFC 6120 §6.4.5: a failed SASL negotiation may be followed by another method.
         tracing::debug!(local, remote, "SASL EXTERNAL refused; trying dialback");
@@ -277,8 +298,8 @@ pub async fn connect(ctx: &Ctx, local: &str, remote: &str) -> Result<XmlStream, 
         }
         return match ty {
             DbType::Valid => {
-                tracing::info!(local, remote, "s2s outbound authenticated (dialback)");
-                Ok(s)
+                tracing::info!(local, remote, bidi, "s2s outbound authenticated (dialback)");
+                Ok(Connected { stream: s, bidi })
             }
             DbType::Invalid => {
                 s.close().await;

@@ -3,11 +3,13 @@
 //! fails they bounce with `remote-server-not-found` or, when it took too long,
 //! `remote-server-timeout` (RFC 6120 §8.3.3). A link with no traffic for
 //! `idle_timeout_seconds` closes its stream. A slow or flooded link only fills its own queue:
-//! others have their own tasks and queues.
+//! others have their own tasks and queues. An inbound stream made bidirectional (XEP-0288) can
+//! stand in for a pair's link ([`attach`]); a link that asked for one also reads the remote's
+//! stanzas.
 
 use crate::federation::{Ctx, bounce};
 use crate::outbound;
-use crate::stream::{ReadError, XmlStream};
+use crate::stream::ReadError;
 use franca_core::Server;
 use franca_proto::errors::{StanzaErrorCondition as Cond, StreamError};
 use franca_proto::ns::NS_STREAMS;
@@ -70,6 +72,48 @@ fn queue(ctx: &Arc<Ctx>, server: &Arc<Server>, pair: &Pair) -> mpsc::Sender<Elem
     tx
 }
 
+/// XEP-0288: let an inbound stream from `remote`, authenticated and bidirectional, carry our
+/// stanzas from `local` too. `None` when a link for the pair exists already (it stays the one).
+/// The caller writes what arrives on the receiver and [`detach`]es when its stream ends.
+pub(crate) fn attach(
+    ctx: &Ctx,
+    local: &str,
+    remote: &str,
+) -> Option<(u64, mpsc::Receiver<Element>)> {
+    let pair = (local.to_owned(), remote.to_owned());
+    let mut map = ctx.links.lock();
+    if map.get(&pair).is_some_and(|l| !l.tx.is_closed()) {
+        return None;
+    }
+    let id = ctx.links.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(ctx.cfg.max_queued_stanzas.max(1));
+    map.insert(pair, Link { id, tx });
+    Some((id, rx))
+}
+
+/// The stream of an [`attach`]ed link ended: forget it, and send what it still held on a new
+/// link (or bounce it while the server stops).
+pub(crate) async fn detach(
+    ctx: &Ctx,
+    server: &Arc<Server>,
+    local: &str,
+    remote: &str,
+    id: u64,
+    mut rx: mpsc::Receiver<Element>,
+) {
+    ctx.links.remove(&(local.to_owned(), remote.to_owned()), id);
+    rx.close();
+    let stopping = *ctx.shutdown.borrow();
+    while let Ok(stanza) = rx.try_recv() {
+        if stopping {
+            let text = "the server is shutting down";
+            bounce(server, &stanza, Cond::RemoteServerTimeout, text).await;
+        } else {
+            server.route(stanza).await;
+        }
+    }
+}
+
 /// Queue `stanza` on the link from `local` to `remote`.
 pub async fn send(
     ctx: &Arc<Ctx>,
@@ -114,15 +158,22 @@ async fn run(
     )
     .await;
     let failure = match connected {
-        Ok(Ok(mut stream)) => {
+        Ok(Ok(mut connected)) => {
             metrics::gauge!("franca_s2s_links").increment(1.0);
-            carry(&ctx, &mut stream, &mut rx, remote).await;
+            let end = carry(&ctx, &server, &mut connected, &mut rx, remote).await;
             metrics::gauge!("franca_s2s_links").decrement(1.0);
             ctx.links.remove(&pair, id);
             rx.close();
-            // Queued after the link decided to end: they go out on a new link.
             while let Ok(stanza) = rx.try_recv() {
-                server.route(stanza).await;
+                match end {
+                    // Queued after the link decided to end: they go out on a new link.
+                    End::Closed => server.route(stanza).await,
+                    // No new links while stopping: the sender learns it did not go out.
+                    End::Shutdown => {
+                        let text = "the server is shutting down";
+                        bounce(&server, &stanza, Cond::RemoteServerTimeout, text).await;
+                    }
+                }
             }
             return;
         }
@@ -156,8 +207,24 @@ pub async fn stopping(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Why a link stopped carrying stanzas.
+enum End {
+    /// Idle, closed by the remote or broken.
+    Closed,
+    /// The server is shutting down.
+    Shutdown,
+}
+
 /// Write queued stanzas to an authenticated stream until it is idle, broken or shut down.
-async fn carry(ctx: &Ctx, stream: &mut XmlStream, rx: &mut mpsc::Receiver<Element>, remote: &str) {
+async fn carry(
+    ctx: &Ctx,
+    server: &Arc<Server>,
+    connected: &mut outbound::Connected,
+    rx: &mut mpsc::Receiver<Element>,
+    remote: &str,
+) -> End {
+    let bidi = connected.bidi;
+    let stream = &mut connected.stream;
     let mut shutdown = ctx.shutdown.clone();
     let idle = ctx.idle_timeout();
     let mut last = Instant::now();
@@ -165,10 +232,10 @@ async fn carry(ctx: &Ctx, stream: &mut XmlStream, rx: &mut mpsc::Receiver<Elemen
         tokio::select! {
             _ = stopping(&mut shutdown) => {
                 stream.fail(None, StreamError::SystemShutdown, Some("the server is shutting down")).await;
-                return;
+                return End::Shutdown;
             }
             msg = rx.recv() => {
-                let Some(first) = msg else { return };
+                let Some(first) = msg else { return End::Closed };
                 let mut n = 0;
                 let mut next = Some(first);
                 while let Some(stanza) = next.take() {
@@ -180,7 +247,7 @@ async fn carry(ctx: &Ctx, stream: &mut XmlStream, rx: &mut mpsc::Receiver<Elemen
                 }
                 if stream.flush().await.is_err() {
                     tracing::debug!(remote, "s2s link broke while writing");
-                    return;
+                    return End::Closed;
                 }
                 metrics::counter!("franca_s2s_stanzas_out_total").increment(n as u64);
                 last = Instant::now();
@@ -191,30 +258,40 @@ async fn carry(ctx: &Ctx, stream: &mut XmlStream, rx: &mut mpsc::Receiver<Elemen
                         .unwrap_or((StreamError::UndefinedCondition, None));
                     tracing::info!(remote, "s2s link closed by the remote: {} {}", err.name(), text.unwrap_or_default());
                     stream.close().await;
-                    return;
+                    return End::Closed;
                 }
-                // Without XEP-0288 the remote sends nothing else of interest here.
+                // XEP-0288: the remote's stanzas for us, on the stream we opened.
+                Ok(Event::Stanza(el)) if bidi && franca_proto::s2s::is_stanza(&el) => {
+                    last = Instant::now();
+                    if let Err((err, text)) =
+                        crate::inbound::receive(ctx, server, |d| d == remote, el).await
+                    {
+                        stream.fail(None, err, Some(&text)).await;
+                        return End::Closed;
+                    }
+                }
+                // Otherwise the remote sends nothing else of interest here.
                 Ok(Event::Stanza(_)) => last = Instant::now(),
                 Ok(Event::StreamEnd) => {
                     stream.close().await;
-                    return;
+                    return End::Closed;
                 }
                 Ok(Event::StreamStart(_)) => {
                     stream.fail(None, StreamError::BadFormat, Some("a second stream header")).await;
-                    return;
+                    return End::Closed;
                 }
                 Err(e) => {
                     if let ReadError::Xml(x) = &e {
                         let text = x.to_string();
                         stream.fail(None, StreamError::from_xml_error(x), Some(&text)).await;
                     }
-                    return;
+                    return End::Closed;
                 }
             },
             _ = tokio::time::sleep_until(last + idle) => {
                 tracing::info!(remote, "closing idle s2s link");
                 stream.close().await;
-                return;
+                return End::Closed;
             }
         }
     }

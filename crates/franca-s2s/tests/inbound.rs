@@ -167,6 +167,7 @@ async fn rfc6120_5_after_starttls_dialback_is_offered() {
     let offered = Features::parse(&features);
     assert!(!offered.starttls, "{features:?}");
     assert!(offered.dialback && offered.dialback_errors, "{features:?}");
+    assert!(offered.bidi, "XEP-0288 is offered over TLS: {features:?}");
     assert!(
         !offered.external,
         "a self-signed certificate does not allow EXTERNAL"

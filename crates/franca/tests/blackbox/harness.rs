@@ -286,6 +286,49 @@ impl Server {
         }
     }
 
+    /// Start servers whose `[s2s.routes]` name each other's s2s ports as `Server::new` picked
+    /// them. A server that had to move to fresh ports while starting (see [`Server::start`])
+    /// would leave its peers routing to a port someone else may now hold: their routes are
+    /// rewritten and they are restarted, until every route points at a live listener.
+    pub fn start_peers(servers: &mut [&mut Server]) {
+        let mut planned: Vec<u16> = servers.iter().map(|s| s.s2s).collect();
+        for s in servers.iter_mut() {
+            s.start();
+        }
+        for _ in 0..5 {
+            let moved: Vec<(usize, u16, u16)> = servers
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| s.s2s != planned[*i])
+                .map(|(i, s)| (i, planned[i], s.s2s))
+                .collect();
+            if moved.is_empty() {
+                return;
+            }
+            for &(i, _, now) in &moved {
+                planned[i] = now;
+            }
+            for (j, peer) in servers.iter_mut().enumerate() {
+                let mut cfg = std::fs::read_to_string(&peer.config).expect("read config");
+                let mut stale = false;
+                for &(i, old, now) in &moved {
+                    let old = format!("\"127.0.0.1:{old}\"");
+                    if i != j && cfg.contains(&old) {
+                        cfg = cfg.replace(&old, &format!("\"127.0.0.1:{now}\""));
+                        stale = true;
+                    }
+                }
+                if stale {
+                    std::fs::write(&peer.config, cfg).expect("write config");
+                    // A restarted peer may move in turn: the next round catches that.
+                    peer.stop();
+                    peer.start();
+                }
+            }
+        }
+        panic!("servers kept moving ports while starting");
+    }
+
     /// Moves every listener of the config to fresh ports.
     fn new_ports(&mut self) {
         let [c2s, c2s_tls, http, https, multiplex, s2s] = free_ports::<6>();

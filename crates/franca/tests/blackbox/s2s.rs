@@ -2,7 +2,8 @@
 //! and `b.test` on loopback with static routes to each other (`[s2s.routes]`). With the
 //! generated self-signed certificates each side authenticates with XEP-0220 dialback over
 //! STARTTLS (the receiving server calls the other back to verify the key); with a test CA both
-//! trust (made with `openssl`), with SASL EXTERNAL (XEP-0178). Tested: chat both ways, the
+//! trust (made with `openssl`), with SASL EXTERNAL (XEP-0178) on one XEP-0288 bidirectional
+//! connection. Tested: chat both ways, the
 //! RFC 6121 subscription handshake with presence and probes across the link, a remote user in a
 //! XEP-0045 room, bounces while and after connecting (`remote-server-not-found`,
 //! `remote-server-timeout`, a full queue), idle links closing and reopening, and refusals that
@@ -34,6 +35,16 @@ fn append_config(s: &Server, toml: &str) {
     f.write_all(toml.as_bytes()).expect("append config");
 }
 
+/// Both servers of a pair, with their users; routes kept true if a port had to move.
+fn start_pair(a: &mut Server, b: &mut Server) {
+    for s in [&*a, &*b] {
+        for (user, pw) in s.opts.users.clone() {
+            s.add_user(&format!("{user}@{}", s.opts.domain), pw);
+        }
+    }
+    Server::start_peers(&mut [a, b]);
+}
+
 fn start(s: &mut Server) {
     for (user, pw) in s.opts.users.clone() {
         s.add_user(&format!("{user}@{}", s.opts.domain), pw);
@@ -58,8 +69,7 @@ fn pair_with(extra_a: &str, extra_b: &str, top_a: &str, top_b: &str) -> (Server,
             ),
         );
     }
-    start(&mut a);
-    start(&mut b);
+    start_pair(&mut a, &mut b);
     (a, b)
 }
 
@@ -331,8 +341,7 @@ fn xep0178_sasl_external_with_certificates_from_a_trusted_ca() {
         std::fs::create_dir_all(&s.data_dir).expect("data dir");
         std::fs::copy(ca.path().join(format!("{d}.pem")), s.cert_pem()).expect("copy cert");
     }
-    start(&mut a);
-    start(&mut b);
+    start_pair(&mut a, &mut b);
     let mut alice = a.login(ALICE, "laptop");
     let mut bob = b.login(BOB, "phone");
     available(&mut alice, A);
@@ -345,16 +354,21 @@ fn xep0178_sasl_external_with_certificates_from_a_trusted_ca() {
         "<message to='alice@{A}' type='chat'><body>signed b</body></message>"
     ));
     wait_message(&mut alice, "signed b");
+    // a.test connected, authenticated with its certificate, and asked for a bidirectional
+    // stream (XEP-0288), on which b.test's answer came back: b.test opened no connection.
+    let (log_a, log_b) = (a.log_text(), b.log_text());
+    assert!(
+        log_a.contains("outbound authenticated (SASL EXTERNAL)"),
+        "{log_a}"
+    );
+    assert!(
+        log_b.contains("inbound authenticated (SASL EXTERNAL)"),
+        "{log_b}"
+    );
+    assert!(log_b.contains("bidirectional (XEP-0288)"), "{log_b}");
+    assert!(!log_b.contains("outbound authenticated"), "{log_b}");
     for s in [&a, &b] {
         let log = s.log_text();
-        assert!(
-            log.contains("outbound authenticated (SASL EXTERNAL)"),
-            "{log}"
-        );
-        assert!(
-            log.contains("inbound authenticated (SASL EXTERNAL)"),
-            "{log}"
-        );
         assert!(!log.contains("(dialback)"), "no dialback needed:\n{log}");
         s.assert_no_panic();
     }

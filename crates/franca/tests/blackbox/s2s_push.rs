@@ -77,8 +77,7 @@ fn xep0357_notifications_reach_an_app_server_on_another_domain() {
     std::fs::write(&b.config, cfg).expect("write config");
     add_users(&a);
     add_users(&b);
-    a.start();
-    b.start();
+    Server::start_peers(&mut [&mut a, &mut b]);
 
     let mut app = b.login(NURSE, "app");
     app.available();
