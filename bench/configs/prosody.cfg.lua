@@ -14,3 +14,11 @@ allow_registration = true
 authentication = "internal_hashed"; storage = "internal"
 ssl = { certificate = "DIR/cert.pem"; key = "DIR/key.pem" }
 VirtualHost "bench.local"
+
+-- M5 (its own server directory) appends:
+--   Component "conference.bench.local" "muc"
+--   muc_room_default_history_length = 0
+-- M6 (its own server directory) adds "mam" to modules_enabled and replaces the storage line with:
+--   default_storage = "internal"; storage = { archive = "sql" }
+--   sql = { driver = "SQLite3"; database = "prosody.sqlite" }
+--   archive_expires_after = "never"; max_archive_query_results = 50

@@ -68,6 +68,9 @@ pub struct Options {
     pub franca_pg_url: Option<String>,
     /// Seconds after midnight UTC to wait for between preparation and the rounds.
     pub wait_until: Option<u32>,
+    /// Seconds after midnight UTC by which the rounds should end: a round that would not (by
+    /// the longest one so far) is not started.
+    pub finish_by: Option<u32>,
 }
 
 /// `HH:MM` as seconds after midnight.
@@ -237,7 +240,21 @@ pub async fn run(o: &Options) -> Result<Results, String> {
         }
     }
     let mut results = Results::default();
+    let mut longest = 0u64;
     for round in 1..=o.rounds {
+        let started = crate::stats::now_ns() / 1_000_000_000;
+        if let Some(by) = o.finish_by
+            && round > 1
+            && until(by, started) < longest
+        {
+            eprintln!(
+                "\nround {round} would not end by {:02}:{:02} UTC (a round took {longest} s): stopping after {} rounds",
+                by / 3600,
+                by % 3600 / 60,
+                round - 1
+            );
+            break;
+        }
         eprintln!("\n######## round {round} of {}", o.rounds);
         let mut outs: Vec<Outcome> = vec![Outcome::default(); envs.len()];
         for &sc in &o.scenarios {
@@ -249,6 +266,7 @@ pub async fn run(o: &Options) -> Result<Results, String> {
         for (env, out) in envs.iter().zip(outs) {
             results.rounds.entry(env.server.kind).or_default().push(out);
         }
+        longest = longest.max(crate::stats::now_ns() / 1_000_000_000 - started);
     }
     Ok(results)
 }
@@ -434,7 +452,14 @@ pub fn metrics(sizes: &Sizes) -> Vec<Metric> {
             }
         }
         m.push(Metric {
-            label: format!("M6 server CPU per last-page query{db} (ms)"),
+            label: format!(
+                "M6 server CPU per last-page query{} (ms)",
+                if pg {
+                    ", Franca on PostgreSQL (Franca's process only)"
+                } else {
+                    ""
+                }
+            ),
             better: "lower",
             get: Box::new(move |o| pick(o).map(|r| r.last.server_cpu_ms_per_query)),
         });

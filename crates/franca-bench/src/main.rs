@@ -138,6 +138,10 @@ enum Cmd {
         /// while the machine is still busy with other work.
         #[arg(long, value_parser = compare::parse_hhmm)]
         wait_until: Option<u32>,
+        /// Start no round that would not end by this time of day (UTC, HH:MM), judged by the
+        /// longest round so far; the report covers the rounds that ran.
+        #[arg(long, value_parser = compare::parse_hhmm)]
+        finish_by: Option<u32>,
         /// Run franca under this command (profiling), e.g. "valgrind --tool=dhat".
         #[arg(long)]
         franca_wrap: Option<String>,
@@ -202,6 +206,7 @@ fn main() -> ExitCode {
             m6_secs,
             franca_pg_url,
             wait_until,
+            finish_by,
             franca_wrap,
         } => {
             let mut sizes = profile.sizes();
@@ -271,6 +276,7 @@ fn main() -> ExitCode {
                     .unwrap_or_default(),
                 franca_pg_url,
                 wait_until,
+                finish_by,
             };
             runtime(true).and_then(|rt| {
                 rt.block_on(async {

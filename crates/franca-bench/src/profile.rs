@@ -37,15 +37,15 @@ fn doubling(from: f64, to: f64) -> Vec<f64> {
     v
 }
 
-/// M5 as notes D-perf §4 has it: 500 occupants, 5 senders; the fixed step (CPU per delivery)
-/// at 20 messages/s in, 10000 copies/s out.
+/// M5 as notes D-perf §4 has it: 500 occupants, 5 senders; the ladder from 1 message/s in
+/// (500 copies/s out); CPU per delivery at 10 messages/s in, 5000 copies/s out.
 fn m5_params(secs: f64) -> m5::Params {
     m5::Params {
         occupants: 500,
         join_rate: 500.0,
         senders: 5,
-        fixed_rate: 20.0,
-        rates: vec![50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0],
+        fixed_rate: 10.0,
+        rates: vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
         secs,
         body: 64,
         login_rate: 400.0,
@@ -106,7 +106,7 @@ impl Profile {
                     join_rate: 200.0,
                     senders: 5,
                     fixed_rate: 10.0,
-                    rates: vec![20.0],
+                    rates: vec![10.0, 20.0],
                     secs: 1.5,
                     body: 64,
                     login_rate: 200.0,

@@ -229,7 +229,12 @@ fn details(k: Kind, rounds: &[Outcome]) -> String {
             m5.occupants,
             m5.join_storm_s
         ));
-        for st in std::iter::once(&m5.fixed).chain(&m5.steps) {
+        let fixed_apart = !m5.steps.iter().any(|st| st.rate == m5.fixed.rate);
+        for st in fixed_apart
+            .then_some(&m5.fixed)
+            .into_iter()
+            .chain(&m5.steps)
+        {
             let d = if st.expected > 0 {
                 st.received as f64 * 100.0 / st.expected as f64
             } else {

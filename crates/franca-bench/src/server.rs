@@ -386,15 +386,15 @@ impl ServerDir {
     }
 
     /// Group chat for M5 on every server: the service at `conference.` + [`DOMAIN`], rooms
-    /// that keep no history (so joins get none) and no archive (Franca's follows `[mam]`,
-    /// off here; Prosody without mod_muc_mam; ejabberd `mam: false`), room size not capped
+    /// that keep no history (so joins get none) and no archive (Franca `archive = false`;
+    /// Prosody without mod_muc_mam; ejabberd `mam: false`), room size not capped
     /// below the scenario's (Franca and ejabberd cap at 200 by default).
     pub fn enable_muc(&self) -> Result<(), String> {
         match self.kind {
             Kind::Franca => self.edit_config(
                 "enable MUC",
                 &[],
-                "\n[muc]\nenabled = true\nhistory = 0\nmax_occupants = 100000\n",
+                "\n[muc]\nenabled = true\nhistory = 0\narchive = false\nmax_occupants = 100000\n",
             ),
             Kind::Prosody => self.edit_config(
                 "enable MUC",

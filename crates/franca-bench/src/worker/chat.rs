@@ -44,11 +44,11 @@ pub async fn run(w: &mut Worker, rate: f64, secs: f64, pad: usize, drain_secs: f
             w.shared.error("sending session is gone");
         }
     }
-    drain(&w.shared, drain_secs).await;
+    drain(&w.shared, drain_secs, Duration::from_secs(1)).await;
 }
 
-/// Waits until nothing arrived for a second, or `drain_secs` are up.
-pub async fn drain(shared: &super::Shared, drain_secs: f64) {
+/// Waits until nothing arrived for `quiet`, or `drain_secs` are up.
+pub async fn drain(shared: &super::Shared, drain_secs: f64, quiet: Duration) {
     let deadline = Instant::now() + Duration::from_secs_f64(drain_secs);
     let mut last = shared.received.load(Relaxed);
     let mut quiet_since = Instant::now();
@@ -58,7 +58,7 @@ pub async fn drain(shared: &super::Shared, drain_secs: f64) {
         if r != last {
             last = r;
             quiet_since = Instant::now();
-        } else if quiet_since.elapsed() >= Duration::from_secs(1) {
+        } else if quiet_since.elapsed() >= quiet {
             break;
         }
     }

@@ -1,7 +1,7 @@
 //! Discussion history sent on join (XEP-0045 §7.2.13–§7.2.14, §7.2.15 for the request).
 //!
 //! Each message is kept serialised, already carrying its XEP-0203 `<delay/>`, as a
-//! [`Fanout`]: replaying it to a joiner is one copy of the bytes. The room keeps at most its
+//! [`Fanout`]: replaying it to a joiner queues the shared bytes, no copy. The room keeps at most its
 //! configured number of messages and [`MAX_HISTORY_BYTES`] of them, whichever is reached first.
 
 use franca_core::session::Fanout;
