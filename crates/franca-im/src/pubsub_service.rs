@@ -16,7 +16,7 @@
 use crate::pubsub::access::may_see;
 use crate::pubsub::config::{AccessModel, MaxItems, NodeConfig, is_private_field};
 use crate::pubsub::form::Form;
-use crate::pubsub::service::{Service, pubsub_error};
+use crate::pubsub::service::{Service, publish_request, pubsub_error};
 use crate::pubsub::{
     MAX_NAME_BYTES, NS_PUBSUB, NS_PUBSUB_ERRORS, NS_PUBSUB_OWNER, NS_PUBSUB_PUBLISH_OPTIONS, event,
 };
@@ -274,21 +274,7 @@ impl PubsubService {
             }
             ("publish", true) => {
                 let node = node_name(verb)?;
-                let mut items = verb.elements().filter(|e| e.is("item", NS_PUBSUB));
-                let (Some(item), None) = (items.next(), items.next()) else {
-                    return Err(pubsub_error(Cond::BadRequest, "item-required"));
-                };
-                let mut payloads = item.elements();
-                let (Some(_), None) = (payloads.next(), payloads.next()) else {
-                    return Err(pubsub_error(Cond::BadRequest, "invalid-payload"));
-                };
-                let id = match item.attr("id") {
-                    Some(id) if id.is_empty() || id.len() > MAX_NAME_BYTES => {
-                        return Err(StanzaError::new(Cond::NotAcceptable));
-                    }
-                    Some(id) => id.to_owned(),
-                    None => self.next_id(),
-                };
+                let (id, stored) = publish_request(verb, || self.next_id())?;
                 let options = options_form(pubsub)?;
                 match core.node(node).await? {
                     Some(config) => {
@@ -308,8 +294,6 @@ impl PubsubService {
                     }
                     None => return Err(StanzaError::new(Cond::ItemNotFound)),
                 }
-                let mut stored = Element::new("item", NS_PUBSUB).with_attr("id", id.as_str());
-                stored.children = item.children.clone();
                 let config = core
                     .publish(node, &stored, options.as_ref(), now_us())
                     .await?;

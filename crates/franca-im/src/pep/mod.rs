@@ -26,7 +26,7 @@ pub mod private;
 use crate::pubsub::access::may_see;
 use crate::pubsub::config::NodeConfig;
 use crate::pubsub::form::Form;
-use crate::pubsub::service::{Service, pubsub_error};
+use crate::pubsub::service::{Service, publish_request, pubsub_error};
 use crate::pubsub::{
     MAX_NAME_BYTES, NS_PUBSUB, NS_PUBSUB_ERRORS, NS_PUBSUB_OWNER, NS_PUBSUB_PUBLISH_OPTIONS, event,
 };
@@ -179,23 +179,7 @@ impl Pep {
             (_, _) if requester != owner => Err(StanzaError::new(Cond::Forbidden)),
             ("publish" | "retract" | "create", false) => Err(StanzaError::new(Cond::BadRequest)),
             ("publish", true) => {
-                let mut items = verb.elements().filter(|e| e.is("item", NS_PUBSUB));
-                let (Some(item), None) = (items.next(), items.next()) else {
-                    return Err(pubsub_error(Cond::BadRequest, "item-required"));
-                };
-                let mut payloads = item.elements();
-                let (Some(_), None) = (payloads.next(), payloads.next()) else {
-                    return Err(pubsub_error(Cond::BadRequest, "invalid-payload"));
-                };
-                let id = match item.attr("id") {
-                    Some(id) if id.is_empty() || id.len() > MAX_NAME_BYTES => {
-                        return Err(StanzaError::new(Cond::NotAcceptable));
-                    }
-                    Some(id) => id.to_owned(),
-                    None => self.new_item_id(),
-                };
-                let mut stored = Element::new("item", NS_PUBSUB).with_attr("id", id.as_str());
-                stored.children = item.children.clone();
+                let (id, stored) = publish_request(verb, || self.new_item_id())?;
                 let options = options_form(pubsub)?;
                 // XEP-0398 §3.1, decided first: an avatar the vCard cannot hold is refused.
                 let to_vcard = match &self.avatars {

@@ -44,6 +44,33 @@ pub fn pubsub_error(cond: Cond, app: &str) -> StanzaError {
     StanzaError::new(cond).with_app(Element::new(app, NS_PUBSUB_ERRORS))
 }
 
+/// XEP-0060 §7.1.3: what a `<publish/>` must carry, exactly one `<item/>` with exactly one
+/// payload and, if it names one, a usable id (else `new_id()`). Returns the id and the item as
+/// it is stored.
+pub fn publish_request(
+    publish: &Element,
+    new_id: impl FnOnce() -> String,
+) -> Result<(String, Element), StanzaError> {
+    let mut items = publish.elements().filter(|e| e.is("item", NS_PUBSUB));
+    let (Some(item), None) = (items.next(), items.next()) else {
+        return Err(pubsub_error(Cond::BadRequest, "item-required"));
+    };
+    let mut payloads = item.elements();
+    let (Some(_), None) = (payloads.next(), payloads.next()) else {
+        return Err(pubsub_error(Cond::BadRequest, "invalid-payload"));
+    };
+    let id = match item.attr("id") {
+        Some(id) if id.is_empty() || id.len() > super::MAX_NAME_BYTES => {
+            return Err(StanzaError::new(Cond::NotAcceptable));
+        }
+        Some(id) => id.to_owned(),
+        None => new_id(),
+    };
+    let mut stored = Element::new("item", NS_PUBSUB).with_attr("id", id.as_str());
+    stored.children = item.children.clone();
+    Ok((id, stored))
+}
+
 /// Read a stored `<item/>` back.
 pub fn parse_item(xml: &str) -> Option<Element> {
     let limits = franca_xml::Limits {
